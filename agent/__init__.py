@@ -1,0 +1,1 @@
+"""The sgw-reach agent: command line, planning, running and reporting."""

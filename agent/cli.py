@@ -1,0 +1,232 @@
+"""The ``sgw-reach`` command line: ``rules`` prints the matrix, ``check``
+proves it.
+
+Every input is checked before any probe runs, and a bad one ends the
+command with one line that names it and exit code 2: usage errors never
+print a traceback. Exit codes: 0 when every required rule passed, 1 when
+one failed, 2 for usage and input errors, 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from agent import inputs
+from agent.errors import UsageError
+from agent.logs import LEVELS, configure
+from agent.plan import Options, SelectionError, plan_checks, select_rules
+from agent.progress import Progress
+from agent.report import (
+    Run,
+    agent_version,
+    build_report,
+    now,
+    to_json,
+    write_atomic,
+)
+from agent.runner import run_checks
+from agent.table import render_report, render_rules
+from probes.base import ProbeSettings
+from probes.registry import PROBES
+from rules import GATEWAY_TYPES, Endpoints, Rule, load_endpoints, load_matrix
+
+PROG = "sgw-reach"
+EXIT_FAIL = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        description="Prove the network rules an AWS Storage Gateway needs.",
+    )
+    parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument(
+        "--log-level",
+        choices=LEVELS,
+        help="log events at this level and above to standard error "
+        "(default: info, or warning on a terminal)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    _add_rules_command(commands)
+    _add_check_command(commands)
+    return parser
+
+
+def _version() -> str:
+    return f"{PROG} {agent_version()}"
+
+
+def _add_rules_command(commands: Any) -> None:
+    rules = commands.add_parser("rules", help="print the port matrix")
+    rules.add_argument("--type", choices=GATEWAY_TYPES, dest="gateway_type")
+    rules.add_argument("--appliance", action="store_true")
+    rules.add_argument("--format", choices=("table", "json"), default="table")
+    rules.add_argument("--matrix", type=inputs.readable_file, metavar="FILE")
+
+
+def _add_check_command(commands: Any) -> None:
+    check = commands.add_parser("check", help="probe every rule")
+    add = check.add_argument
+    add("--type", choices=GATEWAY_TYPES, dest="gateway_type", required=True)
+    add("--region", required=True)
+    add("--gateway", metavar="HOST", type=inputs.host)
+    add("--appliance", action="store_true")
+    add("--dns-server", metavar="ADDR", action="append", type=inputs.ip_address)
+    add("--ntp-server", metavar="HOST", action="append", type=inputs.host)
+    add("--support-host", metavar="HOST", action="append", type=inputs.host)
+    add("--ad-server", metavar="HOST", action="append", type=inputs.host)
+    add("--proxy", metavar="HOST:PORT", type=inputs.host_port)
+    add("--bucket", metavar="NAME", action="append", type=inputs.bucket)
+    add("--ca-bundle", metavar="FILE", type=inputs.ca_bundle)
+    add("--timeout", metavar="SECONDS", type=inputs.seconds, default=5.0)
+    add("--max-skew", metavar="SECONDS", type=inputs.seconds, default=60.0)
+    add("--concurrency", metavar="N", type=inputs.concurrency, default=32)
+    add("--only", metavar="ID|PORT", action="append", default=[])
+    add("--skip", metavar="ID|PORT", action="append", default=[])
+    add("--format", choices=("table", "json"), default="table")
+    add("--output", metavar="FILE", type=inputs.output_file)
+    add("--matrix", metavar="FILE", type=inputs.readable_file)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        configure(args.log_level or _default_level())
+        if args.command == "rules":
+            return _rules(args)
+        return _check(args)
+    except UsageError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _default_level() -> str:
+    return "warning" if sys.stderr.isatty() else "info"
+
+
+def _load(args: argparse.Namespace) -> tuple[list[Rule], Endpoints]:
+    try:
+        matrix = load_matrix(args.matrix, PROBES.keys())
+        endpoints = load_endpoints()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    if args.gateway_type is None:
+        return list(matrix.rules), endpoints
+    return matrix.select(args.gateway_type, args.appliance), endpoints
+
+
+def _rules(args: argparse.Namespace) -> int:
+    rules, _endpoints = _load(args)
+    if args.format == "json":
+        rows = [inputs.rule_as_json(rule) for rule in rules]
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+    else:
+        sys.stdout.write(render_rules(rules))
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    rules, endpoints = _load(args)
+    options = _options(args, endpoints)
+    try:
+        selected = select_rules(rules, options.only, options.skip)
+    except SelectionError as exc:
+        raise UsageError(str(exc)) from exc
+    checks = plan_checks(selected, options, endpoints)
+    settings = _settings(options, endpoints)
+    started = now()
+    progress = Progress.for_terminal(sys.stderr, len(checks))
+    try:
+        results = asyncio.run(
+            run_checks(checks, settings, options, PROBES, progress.update)
+        )
+    finally:
+        progress.close()
+    run = Run(
+        options.gateway_type,
+        options.region,
+        options.gateway,
+        options.appliance,
+        started,
+        now(),
+    )
+    report = build_report(run, results)
+    _emit(report, args)
+    return EXIT_FAIL if report["summary"]["verdict"] == "fail" else 0
+
+
+def _options(args: argparse.Namespace, endpoints: Endpoints) -> Options:
+    try:
+        endpoints.check_region(args.region)
+    except ValueError as exc:
+        raise UsageError(f"--region: {exc}") from exc
+    typed = inputs.typed_hosts(args)
+    addresses = inputs.resolve_all(typed, args.timeout)
+    return Options(
+        gateway_type=args.gateway_type,
+        region=args.region,
+        appliance=args.appliance,
+        gateway=args.gateway,
+        dns_servers=tuple(args.dns_server or inputs.system_resolvers()),
+        ntp_servers=tuple(args.ntp_server or endpoints.ntp_servers),
+        support_hosts=tuple(args.support_host or endpoints.support_hosts),
+        ad_servers=tuple(args.ad_server or ()),
+        proxy=args.proxy,
+        buckets=tuple(args.bucket or ()),
+        ca_bundle=args.ca_bundle,
+        timeout=args.timeout,
+        max_skew=args.max_skew,
+        concurrency=args.concurrency,
+        only=tuple(args.only),
+        skip=tuple(args.skip),
+        addresses=addresses,
+    )
+
+
+def _settings(options: Options, endpoints: Endpoints) -> ProbeSettings:
+    names: list[str] = []
+    for group in ("control", "data", "api", "s3", "bucket", "cloudfront"):
+        names += endpoints.names(group, options.region, options.buckets)
+    return ProbeSettings(
+        region=options.region,
+        resolvers=options.dns_servers,
+        dns_names=tuple(dict.fromkeys(names)),
+        ca_bundle=options.ca_bundle,
+        max_skew=options.max_skew,
+        connect_host=endpoints.activation_host(options.region),
+        connect_port=443,
+    )
+
+
+def _emit(report: dict[str, Any], args: argparse.Namespace) -> None:
+    """Print the report, then write the file: a file that cannot be written
+    still leaves the report on standard output."""
+    if args.format == "json":
+        sys.stdout.write(to_json(report))
+    else:
+        sys.stdout.write(render_report(report))
+    sys.stdout.flush()
+    if args.output is not None:
+        try:
+            write_atomic(args.output, to_json(report))
+        except OSError as exc:
+            raise UsageError(
+                f"--output {args.output}: cannot write: {exc.strerror}"
+            ) from exc

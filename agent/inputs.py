@@ -1,0 +1,200 @@
+"""Check what the user typed, before any probe runs.
+
+Each ``argparse`` type function returns the clean value or raises
+``argparse.ArgumentTypeError`` with a message that names what is wrong;
+argparse puts the flag's name in front. Host names the user typed are
+resolved up front with this host's resolver: a name that does not resolve
+is a usage error, not a finding, because the user gave it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import os
+import socket
+import ssl
+from pathlib import Path
+from typing import Any
+
+from agent.errors import UsageError
+from rules import BucketError, Rule, check_bucket
+
+RESOLV_CONF = Path("/etc/resolv.conf")
+_MAX_SECONDS = 600.0
+_MAX_CONCURRENCY = 1024
+
+
+def host(text: str) -> str:
+    """A host name or address: letters, digits, dots, hyphens, colons."""
+    candidate = text.strip()
+    if candidate.startswith("[") and candidate.endswith("]"):
+        candidate = candidate[1:-1]
+    if _is_address(candidate) or _is_hostname(candidate):
+        return candidate
+    raise argparse.ArgumentTypeError(f"{text!r} is not a host name or address")
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_hostname(text: str) -> bool:
+    labels = text.rstrip(".").split(".")
+    return 0 < len(text) <= 253 and all(
+        0 < len(label) <= 63
+        and label.replace("-", "").replace("_", "").isalnum()
+        and label.isascii()
+        and not label.startswith("-")
+        for label in labels
+    )
+
+
+def ip_address(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an IP address (a resolver is given by address)"
+        ) from None
+
+
+def host_port(text: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``[V6]:PORT`` or ``HOST`` (port 8080)."""
+    name, port = text, "8080"
+    if text.startswith("["):
+        name, _, rest = text[1:].partition("]")
+        port = rest.removeprefix(":") or port
+    elif text.count(":") == 1:
+        name, port = text.split(":")
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r}: port must be 1-65535")
+    return host(name), int(port)
+
+
+def bucket(text: str) -> str:
+    try:
+        check_bucket(text)
+    except BucketError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= _MAX_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of seconds between 0 and {_MAX_SECONDS:g}"
+        )
+    return value
+
+
+def concurrency(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= _MAX_CONCURRENCY:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a whole number from 1 to {_MAX_CONCURRENCY}"
+        )
+    return int(text)
+
+
+def readable_file(text: str) -> Path:
+    path = Path(text)
+    if not path.is_file() or not os.access(path, os.R_OK):
+        raise argparse.ArgumentTypeError(f"{text}: no readable file there")
+    return path
+
+
+def ca_bundle(text: str) -> Path:
+    """A PEM file of CA certificates that OpenSSL accepts."""
+    path = readable_file(text)
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except (ssl.SSLError, OSError) as exc:
+        raise argparse.ArgumentTypeError(
+            f"{text}: not a PEM bundle of CA certificates ({exc})"
+        ) from None
+    return path
+
+
+def output_file(text: str) -> Path:
+    """A file path whose folder exists and can be written."""
+    path = Path(text)
+    folder = path.parent if str(path.parent) else Path()
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: is a folder, not a file")
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"{text}: folder {folder} is not writable")
+    return path
+
+
+def typed_hosts(args: argparse.Namespace) -> dict[str, str]:
+    """Each host name the user typed, with the flag that carried it."""
+    hosts: dict[str, str] = {}
+    if args.gateway:
+        hosts[args.gateway] = "--gateway"
+    if args.proxy:
+        hosts[args.proxy[0]] = "--proxy"
+    for flag in ("ntp_server", "support_host", "ad_server"):
+        for name in getattr(args, flag) or ():
+            hosts[name] = "--" + flag.replace("_", "-")
+    return hosts
+
+
+def resolve_all(hosts: dict[str, str], timeout: float) -> dict[str, str]:
+    """Resolve every typed host, or raise naming the first that fails."""
+    addresses: dict[str, str] = {}
+    for name, flag in hosts.items():
+        try:
+            addresses[name] = asyncio.run(_first_address(name, timeout))
+        except (OSError, TimeoutError) as exc:
+            why = getattr(exc, "strerror", None) or "no answer in time"
+            raise UsageError(f"{flag} {name}: does not resolve ({why})") from exc
+    return addresses
+
+
+async def _first_address(name: str, timeout: float) -> str:
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(timeout):
+        infos = await loop.getaddrinfo(name, None, type=socket.SOCK_STREAM)
+    families = sorted(infos, key=lambda info: info[0] != socket.AF_INET)
+    return str(families[0][4][0])
+
+
+def system_resolvers(path: Path = RESOLV_CONF) -> list[str]:
+    """The name servers of resolv.conf, as this host's programs use them."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    servers: list[str] = []
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) >= 2 and words[0] == "nameserver" and _is_address(words[1]):
+            servers.append(words[1])
+    return servers
+
+
+def rule_as_json(rule: Rule) -> dict[str, Any]:
+    return {
+        "id": rule.id,
+        "table_rule": rule.table_rule,
+        "types": sorted(rule.types),
+        "appliance": rule.appliance,
+        "source": rule.source,
+        "destination": rule.destination,
+        "direction": str(rule.direction),
+        "transport": rule.transport,
+        "port": rule.port,
+        "probe": rule.probe,
+        "required": rule.required,
+        "purpose": rule.purpose,
+        "targets": list(rule.targets),
+    }

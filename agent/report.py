@@ -1,0 +1,170 @@
+"""The report: results, summary and verdict, as the JSON support reads.
+
+The JSON form is a contract (schema ``sgw-reach/report/v1``, shipped as
+``schema/report-v1.json``): fields are added, never renamed. Writing a
+report to a file goes through a temporary file in the same folder and a
+rename, so a reader sees the old report or the whole new one, never half.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import tempfile
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from probes.base import Evidence, Reason, Status
+from rules import Rule
+
+SCHEMA_ID = "sgw-reach/report/v1"
+
+
+def agent_version() -> str:
+    try:
+        return metadata.version("sgw-reach")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+@dataclass(frozen=True)
+class Result:
+    """One probe's verdict on one rule and target."""
+
+    rule: Rule
+    host: str
+    address: str | None
+    port: int
+    status: Status
+    reason: Reason
+    detail: str
+    remedy: str
+    evidence: Evidence
+    duration_ms: float
+
+    def as_json(self) -> dict[str, Any]:
+        rule = self.rule
+        return {
+            "rule": rule.id,
+            "table_rule": rule.table_rule,
+            "direction": str(rule.direction),
+            "source": rule.source,
+            "destination": rule.destination,
+            "host": self.host or None,
+            "address": self.address,
+            "transport": rule.transport,
+            "port": self.port,
+            "probe": rule.probe,
+            "required": rule.required,
+            "status": str(self.status),
+            "reason": str(self.reason),
+            "detail": self.detail,
+            "remedy": self.remedy or None,
+            "evidence": self.evidence,
+            "duration_ms": round(self.duration_ms, 1),
+        }
+
+
+@dataclass(frozen=True)
+class Run:
+    """What a check run was asked and when it ran."""
+
+    gateway_type: str
+    region: str
+    gateway: str | None
+    appliance: bool
+    started: datetime
+    finished: datetime
+
+
+def summarize(results: list[Result]) -> dict[str, Any]:
+    """Counts per status and the verdict: fail when a required rule failed
+    or could not be checked because its probe broke."""
+    counts = Counter(r.status for r in results)
+    failing = any(
+        r.rule.required and r.status in (Status.FAIL, Status.ERROR) for r in results
+    )
+    return {
+        "passed": counts[Status.PASS],
+        "failed": counts[Status.FAIL],
+        "warned": counts[Status.WARN],
+        "skipped": counts[Status.SKIP],
+        "errors": counts[Status.ERROR],
+        "verdict": "fail" if failing else "pass",
+    }
+
+
+def build_report(run: Run, results: list[Result]) -> dict[str, Any]:
+    duration = (run.finished - run.started).total_seconds() * 1000
+    return {
+        "schema": SCHEMA_ID,
+        "agent": {
+            "version": agent_version(),
+            "hostname": socket.gethostname(),
+            "addresses": local_addresses(results),
+        },
+        "started_at": _iso(run.started),
+        "finished_at": _iso(run.finished),
+        "duration_ms": round(duration, 1),
+        "gateway_type": run.gateway_type,
+        "region": run.region,
+        "gateway": run.gateway,
+        "appliance": run.appliance,
+        "summary": summarize(results),
+        "results": [r.as_json() for r in results],
+    }
+
+
+def _iso(moment: datetime) -> str:
+    return (
+        moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    )
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def local_addresses(results: list[Result]) -> list[str]:
+    """The source addresses this host uses toward the probed addresses.
+
+    A connected UDP socket asks the kernel for its route and sends nothing.
+    """
+    found: set[str] = set()
+    for address in {r.address for r in results if r.address}:
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        with (
+            contextlib.suppress(OSError),
+            socket.socket(family, socket.SOCK_DGRAM) as sock,
+        ):
+            sock.connect((address, 9))
+            found.add(str(sock.getsockname()[0]))
+    return sorted(found)
+
+
+def to_json(report: dict[str, Any]) -> str:
+    return json.dumps(report, indent=2, sort_keys=False) + "\n"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` whole, or leave the old file untouched."""
+    folder = path.parent if str(path.parent) else Path()
+    handle, temporary = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=".tmp", dir=folder
+    )
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise

@@ -1,0 +1,135 @@
+"""Plain-text tables for people: the check's results and the matrix.
+
+Results are grouped by direction (what the gateway reaches, what reaches
+the gateway), one line per rule and target, the detail cut to the width
+of the screen; the remedies of what failed follow, then a summary line.
+"""
+
+from __future__ import annotations
+
+import shutil
+import textwrap
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from rules import Rule
+
+_GROUPS = (
+    ("outbound", "Outbound: what the gateway must reach"),
+    ("inbound", "Inbound: what must reach the gateway"),
+)
+
+
+def screen_width() -> int:
+    return max(80, min(shutil.get_terminal_size((120, 24)).columns, 200))
+
+
+def render_report(report: dict[str, Any], width: int | None = None) -> str:
+    """The report as text: heading, tables, remedies, summary."""
+    width = width or screen_width()
+    lines = [_heading(report), ""]
+    for direction, title in _GROUPS:
+        rows = [r for r in report["results"] if r["direction"] == direction]
+        if rows:
+            lines += [title, *_result_table(rows, width), ""]
+    lines += _remedies(report["results"], width)
+    lines.append(_summary_line(report))
+    return "\n".join(lines) + "\n"
+
+
+def _heading(report: dict[str, Any]) -> str:
+    parts = [
+        f"sgw-reach {report['agent']['version']}",
+        f"{report['gateway_type']} gateway",
+        f"region {report['region']}",
+    ]
+    if report["gateway"]:
+        parts.append(f"gateway {report['gateway']}")
+    if report["appliance"]:
+        parts.append("hardware appliance")
+    return ", ".join(parts)
+
+
+def _target(result: dict[str, Any]) -> str:
+    host, address = result["host"] or "-", result["address"]
+    if address and address != host:
+        return f"{host} ({address})"
+    return host
+
+
+def _result_table(rows: list[dict[str, Any]], width: int) -> list[str]:
+    cells = [
+        (
+            f"{r['port']}/{r['transport']}",
+            _target(r),
+            r["status"].upper(),
+            r["reason"],
+            r["detail"],
+        )
+        for r in rows
+    ]
+    header = ("PORT", "TARGET", "STATUS", "REASON", "DETAIL")
+    return format_columns(header, cells, width)
+
+
+def format_columns(
+    header: Sequence[str], rows: Iterable[Sequence[str]], width: int
+) -> list[str]:
+    """Align columns; the last one is cut to fit ``width``."""
+    table = [tuple(header), *(tuple(row) for row in rows)]
+    sizes = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
+    out: list[str] = []
+    for row in table:
+        head = "  ".join(
+            cell.ljust(size) for cell, size in zip(row, sizes, strict=False)
+        )
+        room = max(20, width - len(head) - 4)
+        out.append(f"  {head}  {_cut(row[-1], room)}".rstrip())
+    return out
+
+
+def _cut(text: str, room: int) -> str:
+    return text if len(text) <= room else text[: room - 1] + "…"
+
+
+def _remedies(results: list[dict[str, Any]], width: int) -> list[str]:
+    todo = [r for r in results if r["remedy"] and r["status"] != "pass"]
+    if not todo:
+        return []
+    lines = ["What to change"]
+    for r in todo:
+        where = f"{r['rule']} {_target(r)}:"
+        text = f"{where} {r['remedy']}"
+        lines += textwrap.wrap(
+            text, width - 2, initial_indent="  - ", subsequent_indent="    "
+        )
+    return [*lines, ""]
+
+
+def _summary_line(report: dict[str, Any]) -> str:
+    s = report["summary"]
+    return (
+        f"{len(report['results'])} checks: {s['passed']} passed, "
+        f"{s['failed']} failed, {s['warned']} warned, {s['skipped']} skipped, "
+        f"{s['errors']} errors. Verdict: {s['verdict'].upper()}"
+    )
+
+
+def render_rules(rules: list[Rule], width: int | None = None) -> str:
+    """The matrix as a table: one line per rule."""
+    width = width or screen_width()
+    cells = [
+        (
+            rule.id,
+            str(rule.table_rule or "-"),
+            f"{rule.port}/{rule.transport}",
+            f"{rule.source}->{rule.destination}",
+            rule.direction,
+            rule.probe,
+            "yes" if rule.required else "no",
+            rule.purpose,
+        )
+        for rule in rules
+    ]
+    header = ("ID", "RULE", "PORT", "PATH", "DIRECTION", "PROBE", "REQ", "PURPOSE")
+    return "\n".join(format_columns(header, cells, width)) + "\n"
