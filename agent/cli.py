@@ -45,7 +45,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line and exit code 2."""
 
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{self.prog}: {message}")
+        command = self.prog.removeprefix(PROG).strip()
+        raise UsageError(f"{command}: {message}" if command else message)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,15 +55,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Prove the network rules an AWS Storage Gateway needs.",
     )
     parser.add_argument("--version", action="version", version=_version())
-    parser.add_argument(
+    common = _Parser(add_help=False)
+    common.add_argument(
         "--log-level",
         choices=LEVELS,
         help="log events at this level and above to standard error "
         "(default: info, or warning on a terminal)",
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    _add_rules_command(commands)
-    _add_check_command(commands)
+    _add_rules_command(commands, common)
+    _add_check_command(commands, common)
     return parser
 
 
@@ -70,16 +72,16 @@ def _version() -> str:
     return f"{PROG} {agent_version()}"
 
 
-def _add_rules_command(commands: Any) -> None:
-    rules = commands.add_parser("rules", help="print the port matrix")
+def _add_rules_command(commands: Any, common: argparse.ArgumentParser) -> None:
+    rules = commands.add_parser("rules", help="print the port matrix", parents=[common])
     rules.add_argument("--type", choices=GATEWAY_TYPES, dest="gateway_type")
     rules.add_argument("--appliance", action="store_true")
     rules.add_argument("--format", choices=("table", "json"), default="table")
     rules.add_argument("--matrix", type=inputs.readable_file, metavar="FILE")
 
 
-def _add_check_command(commands: Any) -> None:
-    check = commands.add_parser("check", help="probe every rule")
+def _add_check_command(commands: Any, common: argparse.ArgumentParser) -> None:
+    check = commands.add_parser("check", help="probe every rule", parents=[common])
     add = check.add_argument
     add("--type", choices=GATEWAY_TYPES, dest="gateway_type", required=True)
     add("--region", required=True)
@@ -94,7 +96,7 @@ def _add_check_command(commands: Any) -> None:
     add("--ca-bundle", metavar="FILE", type=inputs.ca_bundle)
     add("--timeout", metavar="SECONDS", type=inputs.seconds, default=5.0)
     add("--max-skew", metavar="SECONDS", type=inputs.seconds, default=60.0)
-    add("--concurrency", metavar="N", type=inputs.concurrency, default=32)
+    add("--concurrency", metavar="N", type=inputs.concurrency, default=64)
     add("--only", metavar="ID|PORT", action="append", default=[])
     add("--skip", metavar="ID|PORT", action="append", default=[])
     add("--format", choices=("table", "json"), default="table")

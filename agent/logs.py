@@ -9,11 +9,20 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from typing import TextIO
 
 import structlog
 
 LEVELS = ("debug", "info", "warning", "error")
+
+
+def _factory(stream: TextIO | None) -> Callable[..., structlog.PrintLogger]:
+    """Loggers on ``stream``, or on whatever sys.stderr is when each logger
+    is made (tests and embedding programs swap it)."""
+    if stream is not None:
+        return structlog.PrintLoggerFactory(stream)
+    return lambda *_args: structlog.PrintLogger(sys.stderr)
 
 
 def configure(level: str, stream: TextIO | None = None) -> None:
@@ -35,6 +44,6 @@ def configure(level: str, stream: TextIO | None = None) -> None:
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(out),
+        logger_factory=_factory(stream),
         cache_logger_on_first_use=False,
     )

@@ -38,7 +38,7 @@ class Options:
     ca_bundle: Path | None = None
     timeout: float = 5.0
     max_skew: float = 60.0
-    concurrency: int = 32
+    concurrency: int = 64
     only: tuple[str, ...] = ()
     skip: tuple[str, ...] = ()
     # Host names the user typed, already resolved by the agent.

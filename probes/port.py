@@ -3,7 +3,7 @@
 ``tcp`` proves that a TCP connection opens; it cannot tell which service
 answered. ``udp-path`` serves the UDP rows where nothing answers by design
 (SMB and NetBIOS session on UDP 139 and 445, the NetBIOS datagram service):
-it sends one empty datagram and reads what the network says back. An ICMP
+it sends one datagram of one zero byte and reads what the network says back. An ICMP
 port-unreachable from the host proves the path is open to it; an ICMP
 prohibited names a filter; silence proves nothing either way, so it is a
 warning, not a failure.
@@ -18,6 +18,10 @@ from __future__ import annotations
 from probes.base import Outcome, ProbeRequest, Reason, Status, passed, warned
 from probes.icmp import IcmpReport
 from probes.net import Datagram, address_of, open_tcp, udp_exchange, unanswered
+
+# asyncio does not send an empty datagram at all, so the path probe sends
+# one zero byte, which no service on these ports takes for a request.
+PATH_PROBE = b"\x00"
 
 
 async def probe_tcp(request: ProbeRequest) -> Outcome:
@@ -38,11 +42,13 @@ async def probe_tcp(request: ProbeRequest) -> Outcome:
 
 
 async def probe_udp_path(request: ProbeRequest) -> Outcome:
-    """Send one empty datagram and judge the path by the answer."""
+    """Send one datagram and judge the path by the answer."""
     address = await address_of(request)
     if isinstance(address, Outcome):
         return address
-    result = await udp_exchange(address, request.port, b"", request.deadline, resends=0)
+    result = await udp_exchange(
+        address, request.port, PATH_PROBE, request.deadline, resends=0
+    )
     if isinstance(result, Datagram):
         return passed(
             f"UDP {request.port} on {address} answered",

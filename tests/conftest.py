@@ -1,5 +1,17 @@
 """Shared fixtures: the network-namespace lab and its faults."""
 
+from collections.abc import Iterator
+
+import pytest
+import structlog
+
 from tests.lab.fixtures import faults, lab
 
 __all__ = ["faults", "lab"]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging() -> Iterator[None]:
+    """Each test starts with structlog's defaults, whatever the last set."""
+    yield
+    structlog.reset_defaults()
