@@ -50,26 +50,41 @@ def _heading(report: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def _target(result: dict[str, Any]) -> str:
-    host, address = result["host"] or "-", result["address"]
-    if address and address != host:
-        return f"{host} ({address})"
-    return host
+def _address(result: dict[str, Any]) -> str:
+    address = result["address"]
+    return address if address and address != result["host"] else ""
 
 
 def _result_table(rows: list[dict[str, Any]], width: int) -> list[str]:
+    """Rows under a heading line per rule, aligned across the table."""
     cells = [
         (
-            f"{r['port']}/{r['transport']}",
-            _target(r),
             r["status"].upper(),
             r["reason"],
+            r["host"] or "-",
+            _address(r),
             r["detail"],
         )
         for r in rows
     ]
-    header = ("PORT", "TARGET", "STATUS", "REASON", "DETAIL")
-    return format_columns(header, cells, width)
+    lines = format_columns(("", "", "", "", ""), cells, width - 2)[1:]
+    out: list[str] = []
+    last_rule = None
+    for row, line in zip(rows, lines, strict=True):
+        if row["rule"] != last_rule:
+            out.append(_rule_heading(row))
+            last_rule = row["rule"]
+        out.append("  " + line)
+    return out
+
+
+def _rule_heading(row: dict[str, Any]) -> str:
+    number = f", rule {row['table_rule']}" if row["table_rule"] else ""
+    required = "" if row["required"] else " (not required)"
+    return (
+        f"  {row['port']}/{row['transport']}  {row['rule']}{number}: "
+        f"{row['source']} -> {row['destination']}{required}"
+    )
 
 
 def format_columns(
@@ -93,15 +108,29 @@ def _cut(text: str, room: int) -> str:
 
 
 def _remedies(results: list[dict[str, Any]], width: int) -> list[str]:
-    todo = [r for r in results if r["remedy"] and r["status"] != "pass"]
-    if not todo:
+    """One line per rule and remedy; the hosts that share it are listed."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for r in results:
+        if r["remedy"] and r["status"] != "pass":
+            host = r["host"] or ""
+            text = r["remedy"].replace(host, "{host}") if host else r["remedy"]
+            groups.setdefault((r["rule"], text), []).append(host)
+    if not groups:
         return []
     lines = ["What to change"]
-    for r in todo:
-        where = f"{r['rule']} {_target(r)}:"
-        text = f"{where} {r['remedy']}"
+    for (rule, text), hosts in groups.items():
+        if len(hosts) == 1:
+            line = f"{rule}: {text.replace('{host}', hosts[0])}"
+        else:
+            line = f"{rule}, {len(hosts)} hosts ({', '.join(hosts)}): " + text.replace(
+                "{host}", "each of them"
+            )
         lines += textwrap.wrap(
-            text, width - 2, initial_indent="  - ", subsequent_indent="    "
+            line,
+            width - 2,
+            initial_indent="  - ",
+            subsequent_indent="    ",
+            break_on_hyphens=False,
         )
     return [*lines, ""]
 

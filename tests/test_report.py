@@ -13,6 +13,7 @@ import pytest
 from agent.plan import Options, SelectionError, plan_checks, select_rules
 from agent.report import Run, build_report, now, to_json, write_atomic
 from agent.runner import run_checks
+from agent.table import render_report
 from probes.base import Outcome, ProbeRequest, ProbeSettings, Reason, Status
 from probes.registry import PROBES
 from rules import load_endpoints, load_matrix
@@ -158,3 +159,15 @@ def test_write_atomic_replaces_whole_or_not_at_all(
     monkeypatch.undo()
     assert json.loads(target.read_text()) == {"n": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
+
+
+def test_table_groups_rules_and_shared_remedies() -> None:
+    report = make_report(run_with(_fail))
+    text = render_report(report, width=120)
+    assert "Outbound: what the gateway must reach" in text
+    assert "Inbound: what must reach the gateway" in text
+    assert "443/tcp  common.aws-https: gateway -> aws" in text
+    assert "common.aws-https, 8 hosts (" in text
+    assert "to each of them in every firewall" in text
+    assert text.rstrip().endswith("Verdict: FAIL")
+    assert all(len(line) <= 120 for line in text.splitlines())
