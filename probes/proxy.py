@@ -91,8 +91,9 @@ def _upstream_failed(response: http.Response, hop: Hop) -> Outcome:
         Reason.TIMEOUT if timed_out else Reason.UNREACHABLE,
         f"proxy {hop.proxy} could not reach {hop.target} {how} "
         f"('{response.status_line}')",
-        "Let the proxy itself reach the AWS endpoints on TCP 443: its "
-        "firewall, its DNS servers and any upstream proxy.",
+        f"Let the proxy itself reach {hop.target} and the other AWS "
+        "endpoints: check its firewall, its DNS servers and any upstream "
+        "proxy.",
     )
 
 

@@ -488,7 +488,7 @@ async def _rejected(
     code = int(exc.verify_code)
     cert = await _presented(target, deadline, log, reopen)
     now = datetime.datetime.now(datetime.UTC)
-    if code in UNKNOWN_ISSUER:
+    if verdict_for(code) is Reason.TLS_INTERCEPTED:
         outcome = _intercepted(target, cert, settings.ca_bundle)
     elif code in OUT_OF_DATE:
         outcome = _out_of_date(target, cert, now)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
 
 import pytest
 from hypothesis import given
@@ -12,6 +11,7 @@ from hypothesis import strategies as st
 
 from probes import http
 from probes.base import Deadline
+from tests.test_tls import Handler, serving, silent
 
 # (request arguments, expected bytes)
 REQUESTS = [
@@ -265,9 +265,10 @@ def test_parse_head_round_trip_and_truncation(
         http.parse_head(wire[:cut])
 
 
-def serve_bytes(
-    chunks: list[bytes], *, close: bool = True
-) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+def serve_bytes(chunks: list[bytes], *, close: bool = True) -> Handler:
+    """A server that reads the request, then sends ``chunks`` one by one
+    and closes, or keeps the connection until the client goes."""
+
     async def handle(
         reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
@@ -276,10 +277,8 @@ def serve_bytes(
             writer.write(chunk)
             await writer.drain()
             await asyncio.sleep(0.01)
-        if close:
-            writer.close()
-        else:
-            await asyncio.sleep(5)
+        if not close:
+            await silent(reader, writer)
 
     return handle
 
@@ -288,11 +287,7 @@ def exchange(
     chunks: list[bytes], *, close: bool = True, budget: float = 1.0
 ) -> tuple[http.Response, bytes]:
     async def go() -> tuple[http.Response, bytes]:
-        server = await asyncio.start_server(
-            serve_bytes(chunks, close=close), "127.0.0.1", 0
-        )
-        port = server.sockets[0].getsockname()[1]
-        async with server:
+        async with serving(serve_bytes(chunks, close=close)) as port:
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(b"GET / HTTP/1.1\r\n\r\n")
             try:

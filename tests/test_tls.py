@@ -198,10 +198,11 @@ async def serving(
     ) -> None:
         # A handler still running when the test's loop ends is cancelled,
         # which Python 3.11's stream server reports as an error.
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await handler(reader, writer)
-        except asyncio.CancelledError:
-            writer.close()
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
 
     server = await asyncio.start_server(guarded, "127.0.0.1", 0, ssl=context)
     async with server:
