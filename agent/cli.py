@@ -14,14 +14,17 @@ import asyncio
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, NoReturn
 
 from agent import inputs
+from agent.discovery import find_controllers
 from agent.errors import UsageError
 from agent.logs import LEVELS, configure
 from agent.plan import Options, SelectionError, plan_checks, select_rules
 from agent.progress import Progress
 from agent.report import (
+    Result,
     Run,
     agent_version,
     build_report,
@@ -31,7 +34,7 @@ from agent.report import (
 )
 from agent.runner import run_checks
 from agent.table import render_report, render_rules
-from probes.base import ProbeSettings
+from probes.base import Deadline, ProbeSettings
 from probes.registry import PROBES
 from rules import GATEWAY_TYPES, Endpoints, Rule, load_endpoints, load_matrix
 
@@ -90,6 +93,7 @@ def _add_check_command(commands: Any, common: argparse.ArgumentParser) -> None:
     add("--dns-server", metavar="ADDR", action="append", type=inputs.ip_address)
     add("--ntp-server", metavar="HOST", action="append", type=inputs.host)
     add("--support-host", metavar="HOST", action="append", type=inputs.host)
+    add("--ad-domain", metavar="DOMAIN", type=inputs.domain)
     add("--ad-server", metavar="HOST", action="append", type=inputs.host)
     add("--proxy", metavar="HOST:PORT", type=inputs.host_port)
     add("--bucket", metavar="NAME", action="append", type=inputs.bucket)
@@ -151,16 +155,8 @@ def _check(args: argparse.Namespace) -> int:
         selected = select_rules(rules, options.only, options.skip)
     except SelectionError as exc:
         raise UsageError(str(exc)) from exc
-    checks = plan_checks(selected, options, endpoints)
-    settings = _settings(options, endpoints)
     started = now()
-    progress = Progress.for_terminal(sys.stderr, len(checks))
-    try:
-        results = asyncio.run(
-            run_checks(checks, settings, options, PROBES, progress.update)
-        )
-    finally:
-        progress.close()
+    results = asyncio.run(_run(selected, options, endpoints))
     run = Run(
         options.gateway_type,
         options.region,
@@ -172,6 +168,24 @@ def _check(args: argparse.Namespace) -> int:
     report = build_report(run, results)
     _emit(report, args)
     return EXIT_FAIL if report["summary"]["verdict"] == "fail" else 0
+
+
+async def _run(
+    rules: list[Rule], options: Options, endpoints: Endpoints
+) -> list[Result]:
+    """Find the domain controllers if asked, then run every check."""
+    if options.ad_domain and not options.ad_servers:
+        found = await find_controllers(
+            options.ad_domain, options.dns_servers, Deadline.after(options.timeout)
+        )
+        options = replace(options, ad_servers=found.hosts, ad_failure=found.failure)
+    checks = plan_checks(rules, options, endpoints)
+    settings = _settings(options, endpoints)
+    progress = Progress.for_terminal(sys.stderr, len(checks))
+    try:
+        return await run_checks(checks, settings, options, PROBES, progress.update)
+    finally:
+        progress.close()
 
 
 def _options(args: argparse.Namespace, endpoints: Endpoints) -> Options:
@@ -190,6 +204,7 @@ def _options(args: argparse.Namespace, endpoints: Endpoints) -> Options:
         ntp_servers=tuple(args.ntp_server or endpoints.ntp_servers),
         support_hosts=tuple(args.support_host or endpoints.support_hosts),
         ad_servers=tuple(args.ad_server or ()),
+        ad_domain=args.ad_domain,
         proxy=args.proxy,
         buckets=tuple(args.bucket or ()),
         ca_bundle=args.ca_bundle,

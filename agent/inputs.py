@@ -55,6 +55,14 @@ def _is_hostname(text: str) -> bool:
     )
 
 
+def domain(text: str) -> str:
+    """A DNS domain name such as corp.example.com."""
+    candidate = text.strip().rstrip(".")
+    if "." in candidate and _is_hostname(candidate):
+        return candidate
+    raise argparse.ArgumentTypeError(f"{text!r} is not a DNS domain name")
+
+
 def ip_address(text: str) -> str:
     try:
         return str(ipaddress.ip_address(text.strip()))

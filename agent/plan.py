@@ -33,6 +33,10 @@ class Options:
     ntp_servers: tuple[str, ...] = ()
     support_hosts: tuple[str, ...] = ()
     ad_servers: tuple[str, ...] = ()
+    ad_domain: str | None = None
+    # Set when --ad-domain found no controller: the directory rules fail
+    # with this outcome instead of being probed.
+    ad_failure: Outcome | None = None
     proxy: tuple[str, int] | None = None
     buckets: tuple[str, ...] = ()
     ca_bundle: Path | None = None
@@ -85,6 +89,9 @@ def plan_checks(
 
 def _checks_for(rule: Rule, options: Options, endpoints: Endpoints) -> list[Check]:
     hosts, missing = _targets(rule, options, endpoints)
+    if not hosts and rule.destination == "ad" and options.ad_failure:
+        host = options.ad_domain or ""
+        return [Check(rule, host, rule.port, None, options.ad_failure)]
     if not hosts:
         return [_skipped(rule, missing)]
     port = rule.port
@@ -119,7 +126,7 @@ def _targets(
         ),
         "ad": (
             options.ad_servers,
-            "needs a directory server: give --ad-server HOST",
+            "needs a domain controller: give --ad-domain DOMAIN or --ad-server HOST",
         ),
     }
     return by_role.get(role, ((), f"no target for role {role}"))

@@ -98,3 +98,8 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--version"])
     assert stopped.value.code == 0
     assert capsys.readouterr().out.startswith("sgw-reach ")
+
+
+def test_bad_ad_domain(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([*BASE, "--ad-domain", "not a domain"]) == 2
+    assert "--ad-domain" in capsys.readouterr().err
