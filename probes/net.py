@@ -174,6 +174,9 @@ async def open_tcp(address: str, port: int, deadline: Deadline) -> Connection | 
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setblocking(False)
+    # Probes exchange small requests and answers; Nagle's algorithm with
+    # delayed acknowledgements would add tens of milliseconds to each.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     enable_error_queue(sock)
     started = loop.time()
     try:
