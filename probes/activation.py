@@ -111,12 +111,10 @@ def key_prefix(key: str) -> str:
 
 async def probe(request: ProbeRequest) -> Outcome:
     """Ask the gateway for an activation key, as a browser would."""
-    address = await net.address_of(request)
-    if isinstance(address, Outcome):
-        return address
-    connection = await net.open_tcp(address, request.port, request.deadline)
+    connection = await net.connect(request)
     if isinstance(connection, Outcome):
         return connection
+    address = connection.address
     where = http.authority(request.host, request.port)
     payload = build_activation_request(
         request.host, request.port, request.settings.region

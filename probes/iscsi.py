@@ -93,7 +93,7 @@ from probes.iscsi_pdu import (
     spec_name,
     text_request,
 )
-from probes.net import Connection, address_of, open_tcp
+from probes.net import Connection, connect
 
 # Login Requests sent before giving up on an agreement; a plain
 # discovery login takes two (security, then operational stage).
@@ -467,12 +467,10 @@ class _Run:
 
 async def probe(request: ProbeRequest) -> Outcome:
     """Log in for discovery, list the targets, log out."""
-    address = await address_of(request)
-    if isinstance(address, Outcome):
-        return address
-    conn = await open_tcp(address, request.port, request.deadline)
+    conn = await connect(request)
     if isinstance(conn, Outcome):
         return conn
+    address = conn.address
     request.log.debug("iscsi.connected", connect_ms=conn.connect_ms)
     reader, writer = await conn.streams()
     run = _Run(conn, request.port, _Plan.fresh(), _Wire(reader, writer))

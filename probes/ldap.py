@@ -591,12 +591,10 @@ class _Session:
 
 async def probe_ldap(request: ProbeRequest) -> Outcome:
     """Search the root DSE in the clear (LDAP, 389/TCP)."""
-    address = await net.address_of(request)
-    if isinstance(address, Outcome):
-        return address
-    conn = await net.open_tcp(address, request.port, request.deadline)
+    conn = await net.connect(request)
     if isinstance(conn, Outcome):
         return conn
+    address = conn.address
     request.log.debug("ldap.connected", connect_ms=conn.connect_ms)
     reader, writer = await conn.streams()
     where = f"{address} TCP {request.port}"

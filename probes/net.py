@@ -148,6 +148,14 @@ async def address_of(request: ProbeRequest) -> str | Outcome:
     return found[0]
 
 
+async def connect(request: ProbeRequest) -> Connection | Outcome:
+    """Resolve the request's host if need be, then connect to its port."""
+    address = await address_of(request)
+    if isinstance(address, Outcome):
+        return address
+    return await open_tcp(address, request.port, request.deadline)
+
+
 @dataclass
 class Connection:
     """A connected TCP socket and what it took to get it."""

@@ -17,7 +17,13 @@ from __future__ import annotations
 
 from probes.base import Outcome, ProbeRequest, Reason, Status, passed, warned
 from probes.icmp import IcmpReport
-from probes.net import Datagram, address_of, open_tcp, udp_exchange, unanswered
+from probes.net import (
+    Datagram,
+    address_of,
+    connect,
+    udp_exchange,
+    unanswered,
+)
 
 # asyncio does not send an empty datagram at all, so the path probe sends
 # one zero byte, which no service on these ports takes for a request.
@@ -26,12 +32,10 @@ PATH_PROBE = b"\x00"
 
 async def probe_tcp(request: ProbeRequest) -> Outcome:
     """Open a TCP connection and close it again."""
-    address = await address_of(request)
-    if isinstance(address, Outcome):
-        return address
-    conn = await open_tcp(address, request.port, request.deadline)
+    conn = await connect(request)
     if isinstance(conn, Outcome):
         return conn
+    address = conn.address
     conn.close()
     request.log.debug("tcp.connected", connect_ms=conn.connect_ms)
     return passed(

@@ -42,7 +42,7 @@ from probes.base import (
     passed,
     printable,
 )
-from probes.net import Connection, address_of, open_tcp
+from probes.net import Connection, connect
 
 # RFC 4253 4.2: the identification is at most 255 bytes with its CR LF.
 MAX_LINE = 255
@@ -164,10 +164,7 @@ def our_version() -> str:
 
 async def probe(request: ProbeRequest) -> Outcome:
     """Connect, trade identifications, and judge the server's."""
-    address = await address_of(request)
-    if isinstance(address, Outcome):
-        return address
-    conn = await open_tcp(address, request.port, request.deadline)
+    conn = await connect(request)
     if isinstance(conn, Outcome):
         return conn
     request.log.debug("ssh.connected", connect_ms=conn.connect_ms)
