@@ -46,7 +46,14 @@ from probes.base import (
     passed,
     printable,
 )
-from probes.net import Datagram, address_of, open_tcp, udp_exchange, unanswered
+from probes.net import (
+    Datagram,
+    Rejects,
+    address_of,
+    open_tcp,
+    udp_exchange,
+    unanswered,
+)
 
 DEFAULT_NAME = "s3.amazonaws.com"
 """The name asked when no names are configured."""
@@ -170,20 +177,6 @@ class _Asked:
 
 
 @dataclass
-class _Rejects:
-    """Datagrams refused as replies, kept to explain a silence."""
-
-    count: int = 0
-    first: bytes = b""
-    error: DnsError | None = None
-
-    def note(self, data: bytes, error: DnsError) -> None:
-        if self.count == 0:
-            self.first, self.error = data, error
-        self.count += 1
-
-
-@dataclass
 class _Place:
     """Where the probe asks: for details and evidence."""
 
@@ -235,7 +228,7 @@ async def _ask_one_udp(
     except DnsError:
         return _Asked(name, _invalid_name(place, name))
     answers: list[Answer] = []
-    rejects = _Rejects()
+    rejects = Rejects[DnsError]()
 
     def accept(data: bytes) -> bool:
         try:

@@ -32,6 +32,7 @@ import ipaddress
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import asyncio_dgram
 import dns.asyncresolver
@@ -365,6 +366,24 @@ async def _exchange(
             return Datagram(data, round(rtt, 1), local)
         strays += 1
     return Silence(round(loop.time() - started, 1), sent)
+
+
+ErrorT = TypeVar("ErrorT", bound=Exception)
+
+
+@dataclass
+class Rejects(Generic[ErrorT]):
+    """Datagrams refused as replies, kept to explain a silence: how many,
+    and the first one with the codec's reason for refusing it."""
+
+    count: int = 0
+    first: bytes = b""
+    error: ErrorT | None = None
+
+    def note(self, data: bytes, error: ErrorT) -> None:
+        if self.count == 0:
+            self.first, self.error = data, error
+        self.count += 1
 
 
 def unanswered(result: IcmpReport | Silence, address: str, port: int) -> Outcome:

@@ -71,6 +71,7 @@ from probes.base import (
 )
 from probes.net import (
     Datagram,
+    Rejects,
     address_of,
     open_tcp,
     udp_exchange,
@@ -311,20 +312,6 @@ def _keep(first: bytearray, chunk: bytes) -> None:
 
 
 @dataclass
-class _Rejects:
-    """Datagrams that were not our reply, kept to explain a silence."""
-
-    count: int = 0
-    first: bytes = b""
-    error: RpcError | None = None
-
-    def note(self, data: bytes, error: RpcError) -> None:
-        if self.count == 0:
-            self.first, self.error = data, error
-        self.count += 1
-
-
-@dataclass
 class _Udp:
     """One exchange per call, each on its own socket."""
 
@@ -334,7 +321,7 @@ class _Udp:
 
     async def exchange(self, call: Call) -> Reply | Outcome:
         replies: list[Reply] = []
-        rejects = _Rejects()
+        rejects = Rejects[RpcError]()
         result = await udp_exchange(
             self.place.address,
             self.place.port,
@@ -354,7 +341,7 @@ class _Udp:
 
 
 def _acceptor(
-    call: Call, replies: list[Reply], rejects: _Rejects
+    call: Call, replies: list[Reply], rejects: Rejects[RpcError]
 ) -> Callable[[bytes], bool]:
     """A filter for udp_exchange that takes only a reply to ``call``."""
 
