@@ -117,7 +117,7 @@ def test_healthy_evidence(lab: Lab) -> None:
     activation = one(report, "file.browser.activation-http")
     assert t.ACTIVATION_KEY.split("-")[0] in json.dumps(activation["evidence"])
     assert t.ACTIVATION_KEY not in json.dumps(report)
-    udp = one(report, "file.nfs.nfs-udp")
+    udp = one(report, "file.smb.smb-direct-udp")
     assert "path open" in udp["detail"]
 
 

@@ -43,9 +43,7 @@ def run(make: Callable[[], Awaitable[T]]) -> T:
 
 def test_tcp_connects() -> None:
     async def go() -> Connection | Outcome:
-        server = await asyncio.start_server(
-            lambda _r, w: w.close(), "127.0.0.1", 0
-        )
+        server = await asyncio.start_server(lambda _r, w: w.close(), "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         async with server:
             return await open_tcp("127.0.0.1", port, Deadline.after(2))
@@ -67,9 +65,7 @@ def test_tcp_refused() -> None:
 
 def test_udp_port_unreachable_is_read_from_the_error_queue() -> None:
     port = free_port(socket.SOCK_DGRAM)
-    result = run(
-        lambda: udp_exchange("127.0.0.1", port, b"x", Deadline.after(2))
-    )
+    result = run(lambda: udp_exchange("127.0.0.1", port, b"x", Deadline.after(2)))
     assert isinstance(result, IcmpReport)
     assert result.is_port_unreachable
     assert result.offender == "127.0.0.1"

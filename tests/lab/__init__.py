@@ -1,12 +1,16 @@
 """Network test lab for sgw-reach: real servers in network namespaces.
 
-`Lab` starts an agent namespace and a server namespace holding DNS, NTP,
-HTTPS, SSH, HTTP and proxy servers, each address playing one healthy or
-faulty part (see `topology`).  `fixtures` has the pytest fixtures.
+`Lab` starts an agent namespace, a server namespace holding DNS, NTP,
+HTTPS, SSH, HTTP, proxy, iSCSI, SMB, NFS, LDAP and NetBIOS servers, and
+an impostor namespace (SSH on the storage ports), each address playing
+one healthy or faulty part (see `topology`).  `fixtures` has the pytest
+fixtures.
 
 Limits: Linux only, needs root and the Debian packages dnsmasq-base,
-chrony, faketime, nginx-light, openssh-server, tinyproxy, nftables and
-iproute2.
+chrony, faketime, nginx-light, openssh-server, tinyproxy, tgt, samba,
+rpcbind, nfs-ganesha, nfs-ganesha-vfs, slapd, nftables and iproute2
+(clients for the lab's own tests: smbclient, ldap-utils, libnfs-utils,
+nmap).
 """
 
 from __future__ import annotations

@@ -1,11 +1,16 @@
 """The `Lab` object: build, run, fault and tear down the network lab.
 
-A Lab owns two network namespaces (agent and servers) joined by a veth
-pair, a private work directory (certificates, configs, daemon logs) and
-the daemons it started.  See `topology` for who listens where.
+A Lab owns three network namespaces (agent, servers, impostor) on one
+bridged segment, a private work directory (certificates, configs,
+daemon logs and state) and the daemons it started.  See `topology` for
+who listens where.
+
+Start runs in stages: a stage's daemons start, its setup steps run (the
+tgtadm commands that build the iSCSI targets), its readiness checks
+pass, then the next stage starts (nfs-ganesha needs a running rpcbind).
 
 Limits: one running Lab per process (namespace names carry the pid);
-needs root; traffic never leaves the two namespaces.
+needs root; traffic never leaves the three namespaces.
 """
 
 from __future__ import annotations
@@ -23,13 +28,16 @@ from . import netns
 from .certs import make_pki
 from .errors import LabError, LabUnsupported
 from .procs import Daemon, stop_all
-from .services import Check, build, find_binaries
+from .services import Check, Step, build, find_binaries
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _PROBE = Path(__file__).resolve().with_name("probe.py")
 _START_BUDGET_S = 10.0
 _PROBE_ROUND_S = 0.5
 _MAX_PROBE_ROUNDS = 1000
+_STEP_TIMEOUT_S = 10.0
+_STEP_RETRY_PAUSE_S = 0.02
+_MAX_STEP_TRIES = 500
 
 
 def _remove_stale_workdirs(stale_ns: str) -> None:
@@ -45,12 +53,14 @@ def _remove_stale_workdirs(stale_ns: str) -> None:
 class Lab:
     """Agent and server namespaces with every lab service running."""
 
-    def __init__(self, *, keep_workdir: bool = False,
-                 start_budget: float = _START_BUDGET_S) -> None:
+    def __init__(
+        self, *, keep_workdir: bool = False, start_budget: float = _START_BUDGET_S
+    ) -> None:
         self.pid = os.getpid()
-        names = netns.names_for(self.pid)
-        self.agent_ns: str = names[0]
-        self.server_ns: str = names[1]
+        self._names = netns.names_for(self.pid)
+        self.agent_ns: str = self._names.agent
+        self.server_ns: str = self._names.server
+        self.impostor_ns: str = self._names.impostor
         self.keep_workdir = keep_workdir
         self.start_budget = start_budget
         self._workdir: Path | None = None
@@ -119,10 +129,11 @@ class Lab:
         for ns in netns.remove_stale(self.pid):
             _remove_stale_workdirs(ns)
         existing = set(netns.list_namespaces())
-        if {self.agent_ns, self.server_ns} & existing:
+        if set(self._names.namespaces) & existing:
             raise LabError(
-                f"namespaces {self.agent_ns}/{self.server_ns} already "
-                "exist: another Lab in this process is running")
+                f"namespaces {'/'.join(self._names.namespaces)} already "
+                "exist: another Lab in this process is running"
+            )
         return bins
 
     def _start(self, bins: dict[str, str]) -> None:
@@ -137,11 +148,18 @@ class Lab:
         pki = make_pki(self._workdir / "pki")
         self._ca_bundle = pki.ca_bundle
         self._inspect_ca = pki.inspect_ca
-        daemons, checks = build(self._workdir, pki, bins)
-        for daemon in daemons:
-            self._daemons.append(daemon)
-            daemon.start(self.server_ns)
-        self._wait_ready(checks, time.monotonic() + self.start_budget)
+        daemons, steps, checks = build(self._workdir, pki, bins)
+        deadline = time.monotonic() + self.start_budget
+        for stage in sorted({d.stage for d in daemons}):
+            for daemon in daemons:
+                if daemon.stage == stage:
+                    self._daemons.append(daemon)
+                    daemon.start(self._ns_of(daemon.host))
+            self._run_steps([s for s in steps if s.stage == stage], deadline)
+            self._wait_ready([c for c in checks if c.stage == stage], deadline)
+
+    def _ns_of(self, host: str) -> str:
+        return {"server": self.server_ns, "impostor": self.impostor_ns}[host]
 
     def stop(self) -> None:
         """Stop everything this lab started; safe to call at any time."""
@@ -157,19 +175,65 @@ class Lab:
         if self._created_ns:
             # Also kills children the daemons forked, inside our own
             # namespaces only.
-            netns.delete_namespace(self.agent_ns)
-            netns.delete_namespace(self.server_ns)
+            for ns in self._names.namespaces:
+                netns.delete_namespace(ns)
             self._created_ns = False
         if self._workdir is not None and not keep_workdir:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
         return left
 
+    # -- setup steps ----------------------------------------------------
+
+    def _run_steps(self, steps: list[Step], deadline: float) -> None:
+        for step in steps:
+            tries = _MAX_STEP_TRIES if step.retry else 1
+            error = ""
+            for _ in range(tries):
+                self._raise_if_dead()
+                error = self._run_step(step)
+                if not error or time.monotonic() >= deadline:
+                    break
+                time.sleep(_STEP_RETRY_PAUSE_S)
+            if error:
+                daemon = [d for d in self._daemons if d.name == step.daemon]
+                raise LabError(
+                    "\n".join(
+                        [
+                            f"setup of {step.daemon} failed: {error}",
+                            *(d.describe() for d in daemon),
+                        ]
+                    )
+                )
+
+    @staticmethod
+    def _run_step(step: Step) -> str:
+        """'' on success, else what went wrong."""
+        try:
+            done = subprocess.run(
+                step.argv,
+                env={**os.environ, **step.env},
+                capture_output=True,
+                text=True,
+                timeout=_STEP_TIMEOUT_S,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"{' '.join(step.argv)}: {exc}"
+        if done.returncode == 0:
+            return ""
+        return (
+            f"{' '.join(step.argv)} exited {done.returncode}: "
+            f"{done.stderr.strip() or done.stdout.strip()}"
+        )
+
     # -- readiness ------------------------------------------------------
 
     def _wait_ready(self, checks: list[Check], deadline: float) -> None:
         # Short probe rounds so a daemon that died is reported at once
         # with its log, rather than as a timeout at the end.
+        if not checks:
+            return
         pending = checks
         failed: dict[str, str] = {}
         for _ in range(_MAX_PROBE_ROUNDS):
@@ -186,23 +250,23 @@ class Lab:
     def _raise_if_dead(self) -> None:
         dead = [d for d in self._daemons if d.exited() is not None]
         if dead:
-            raise LabError("daemon exited during start:\n"
-                           + "\n".join(d.describe() for d in dead))
+            raise LabError(
+                "daemon exited during start:\n" + "\n".join(d.describe() for d in dead)
+            )
 
     def _probe(self, checks: list[Check], wait: float) -> dict[str, str]:
         spec = json.dumps([c.as_json() for c in checks])
         done = self.exec_agent_ns(
             [sys.executable, "-I", str(_PROBE), f"{wait:.3f}", spec],
-            timeout=wait + 20.0)
+            timeout=wait + 20.0,
+        )
         if done.returncode != 0:
             raise LabError(f"readiness probe failed: {done.stderr.strip()}")
         result: dict[str, str] = json.loads(done.stdout)
         return result
 
-    def _not_ready_message(self, pending: list[Check],
-                           failed: dict[str, str]) -> str:
-        lines = ["services not answering after "
-                 f"{self.start_budget:.0f} s:"]
+    def _not_ready_message(self, pending: list[Check], failed: dict[str, str]) -> str:
+        lines = [f"services not answering after {self.start_budget:.0f} s:"]
         lines += [f"  {failed[c.name]}" for c in pending]
         names = sorted({c.daemon for c in pending})
         lines += [d.describe() for d in self._daemons if d.name in names]
@@ -210,56 +274,71 @@ class Lab:
 
     # -- faults -----------------------------------------------------------
 
-    def fault(self, action: str, address: str, port: int | None = None,
-              proto: str = "tcp") -> None:
+    def fault(
+        self, action: str, address: str, port: int | None = None, proto: str = "tcp"
+    ) -> None:
         """Make the server side misbehave for traffic to `address`.
 
         action: "drop" (silence), "reset" (TCP RST, tcp only),
         "prohibited" (ICMP admin-prohibited) or "host-unreachable"
         (ICMP host-unreachable).  With `port` the rule matches that
         `proto` port; without it every packet to `address` matches
-        (tcp only for "reset").
+        (tcp only for "reset").  The rule goes to the namespace that owns
+        `address` (the impostor's own, or the server namespace).
         """
         rule = netns.fault_rule(action, address, port, proto)
-        netns.add_fault(self.server_ns, rule)
+        netns.add_fault(netns.namespace_for(self._names, address), rule)
 
     def clear_faults(self) -> None:
         """Remove every fault rule."""
-        netns.clear_faults(self.server_ns)
+        for ns in (self.server_ns, self.impostor_ns):
+            netns.clear_faults(ns)
 
     # -- running things in the namespaces -----------------------------
 
-    def exec_agent_ns(self, argv: list[str], timeout: float = 30, *,
-                      stdin: str | None = None
-                      ) -> subprocess.CompletedProcess[str]:
+    def exec_agent_ns(
+        self, argv: list[str], timeout: float = 30, *, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """Run `argv` in the agent namespace, capturing text output.
 
         `stdin` is fed to the command; without it stdin is empty.
         """
         return self._exec(self.agent_ns, argv, timeout, stdin)
 
-    def exec_server_ns(self, argv: list[str], timeout: float = 30, *,
-                       stdin: str | None = None
-                       ) -> subprocess.CompletedProcess[str]:
+    def exec_server_ns(
+        self, argv: list[str], timeout: float = 30, *, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """Run `argv` in the server namespace (for inbound probes)."""
         return self._exec(self.server_ns, argv, timeout, stdin)
 
-    def run_agent(self, *args: str, timeout: float = 60
-                  ) -> subprocess.CompletedProcess[str]:
+    def exec_impostor_ns(
+        self, argv: list[str], timeout: float = 30, *, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run `argv` in the impostor namespace."""
+        return self._exec(self.impostor_ns, argv, timeout, stdin)
+
+    def run_agent(
+        self, *args: str, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
         """Run ``python -m agent ARGS`` in the agent namespace."""
         return self.exec_agent_ns(
-            [sys.executable, "-m", "agent", *args], timeout=timeout)
+            [sys.executable, "-m", "agent", *args], timeout=timeout
+        )
 
     @staticmethod
-    def _exec(ns: str, argv: list[str], timeout: float,
-              stdin: str | None = None
-              ) -> subprocess.CompletedProcess[str]:
+    def _exec(
+        ns: str, argv: list[str], timeout: float, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         # Input "" rather than an inherited stdin: nothing run here may
         # wait on the test runner's terminal.
         return subprocess.run(
-            netns.netns_exec_argv(ns, argv), input=stdin or "",
-            capture_output=True, text=True, timeout=timeout,
-            cwd=REPO_ROOT, check=False,
+            netns.netns_exec_argv(ns, argv),
+            input=stdin or "",
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=REPO_ROOT,
+            check=False,
         )
 
     def __enter__(self) -> Lab:

@@ -6,12 +6,12 @@ A single nginx master serves:
   each with one certificate carrying all its names;
 * plain HTTP on 10.231.0.23:22, so an SSH client gets an HTTP 400
   instead of an SSH banner;
-* the healthy gateway on 10.231.0.80:80 (activation answers) plus bare
-  TCP listeners on the gateway's other ports;
+* the healthy gateway on 10.231.0.80:80 (activation answers; its
+  storage ports belong to real servers, see `storage`);
 * the broken gateway on 10.231.0.81:80.
 
-Limits: the extra gateway ports only accept TCP and speak HTTP; no
-RPC, SMB, NFS or iSCSI protocol is behind them.
+Limits: canned answers only; the activation answer imitates the
+gateway's redirect, not its pages.
 """
 
 from __future__ import annotations
@@ -79,10 +79,6 @@ def _not_ssh_server() -> str:
 
 
 def _gateway_server() -> str:
-    extra = "".join(
-        f"        listen {topology.GATEWAY}:{port};\n"
-        for port in topology.GATEWAY_TCP_PORTS
-    )
     key = topology.ACTIVATION_KEY
     default_region = topology.DEFAULT_ACTIVATION_REGION
     # `no_redirect` comes as a bare key without "=", so $arg_no_redirect
@@ -90,7 +86,7 @@ def _gateway_server() -> str:
     return f"""\
     server {{
         listen {topology.GATEWAY}:80;
-{extra}        location = / {{
+        location = / {{
             if ($args ~ "(^|&)no_redirect(=|&|$)") {{
                 return 200 "{key}";
             }}
