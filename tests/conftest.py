@@ -5,9 +5,9 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from tests.lab.fixtures import faults, lab
+from tests.lab.fixtures import faults, lab, multihop, multihop_faults
 
-__all__ = ["faults", "lab"]
+__all__ = ["faults", "lab", "multihop", "multihop_faults"]
 
 
 @pytest.fixture(autouse=True)
