@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, NoReturn
 
-from agent import inputs
+from agent import diagnosis, inputs, trace
 from agent.discovery import find_controllers
 from agent.errors import UsageError
 from agent.logs import LEVELS, configure
@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     _add_rules_command(commands, common)
     _add_check_command(commands, common)
+    trace.add_command(commands, common)
     return parser
 
 
@@ -106,6 +107,14 @@ def _add_check_command(commands: Any, common: argparse.ArgumentParser) -> None:
     add("--format", choices=("table", "json"), default="table")
     add("--output", metavar="FILE", type=inputs.output_file)
     add("--matrix", metavar="FILE", type=inputs.readable_file)
+    add(
+        "--diagnose",
+        action=argparse.BooleanOptionalAction,
+        default=diagnosis.enabled_by_default(),
+        help="run raw-packet path diagnostics for the rules that fail "
+        f"(default from {diagnosis.ENV_SETTING}, else off)",
+    )
+    add("--diagnose-timeout", metavar="SECONDS", type=inputs.seconds, default=10.0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -114,6 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure(args.log_level or _default_level())
         if args.command == "rules":
             return _rules(args)
+        if args.command == "trace":
+            return trace.run(args)
         return _check(args)
     except UsageError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
@@ -157,6 +168,11 @@ def _check(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from exc
     started = now()
     results = asyncio.run(_run(selected, options, endpoints))
+    findings = None
+    if args.diagnose:
+        results, findings = asyncio.run(
+            diagnosis.diagnose_failures(results, args.diagnose_timeout)
+        )
     run = Run(
         options.gateway_type,
         options.region,
@@ -165,7 +181,7 @@ def _check(args: argparse.Namespace) -> int:
         started,
         now(),
     )
-    report = build_report(run, results)
+    report = build_report(run, results, findings)
     _emit(report, args)
     return EXIT_FAIL if report["summary"]["verdict"] == "fail" else 0
 

@@ -85,6 +85,12 @@ def host_port(text: str) -> tuple[str, int]:
     return host(name), int(port)
 
 
+def port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port from 1 to 65535")
+    return int(text)
+
+
 def bucket(text: str) -> str:
     try:
         check_bucket(text)

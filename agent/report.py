@@ -47,6 +47,8 @@ class Result:
     remedy: str
     evidence: Evidence
     duration_ms: float
+    # What the raw-packet diagnostics found on the path, when they ran.
+    diagnosis: dict[str, Any] | None = None
 
     def as_json(self) -> dict[str, Any]:
         rule = self.rule
@@ -68,6 +70,7 @@ class Result:
             "remedy": self.remedy or None,
             "evidence": self.evidence,
             "duration_ms": round(self.duration_ms, 1),
+            "diagnosis": self.diagnosis,
         }
 
 
@@ -100,9 +103,13 @@ def summarize(results: list[Result]) -> dict[str, Any]:
     }
 
 
-def build_report(run: Run, results: list[Result]) -> dict[str, Any]:
+def build_report(
+    run: Run,
+    results: list[Result],
+    diagnostics: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     duration = (run.finished - run.started).total_seconds() * 1000
-    return {
+    report: dict[str, Any] = {
         "schema": SCHEMA_ID,
         "agent": {
             "version": agent_version(),
@@ -119,6 +126,9 @@ def build_report(run: Run, results: list[Result]) -> dict[str, Any]:
         "summary": summarize(results),
         "results": [r.as_json() for r in results],
     }
+    if diagnostics is not None:
+        report["diagnostics"] = diagnostics
+    return report
 
 
 def _iso(moment: datetime) -> str:

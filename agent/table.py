@@ -33,6 +33,7 @@ def render_report(report: dict[str, Any], width: int | None = None) -> str:
         if rows:
             lines += [title, *_result_table(rows, width), ""]
     lines += _remedies(report["results"], width)
+    lines += _diagnostics_note(report.get("diagnostics"))
     lines.append(_summary_line(report))
     return "\n".join(lines) + "\n"
 
@@ -75,6 +76,9 @@ def _result_table(rows: list[dict[str, Any]], width: int) -> list[str]:
             out.append(_rule_heading(row))
             last_rule = row["rule"]
         out.append("  " + line)
+        if row.get("diagnosis"):
+            summary = row["diagnosis"].get("summary", "")
+            out.append(_cut(f"      path: {summary}", width))
     return out
 
 
@@ -133,6 +137,12 @@ def _remedies(results: list[dict[str, Any]], width: int) -> list[str]:
             break_on_hyphens=False,
         )
     return [*lines, ""]
+
+
+def _diagnostics_note(diagnostics: dict[str, Any] | None) -> list[str]:
+    if not diagnostics or diagnostics.get("ran"):
+        return []
+    return [f"Path diagnostics not run: {diagnostics.get('reason')}", ""]
 
 
 def _summary_line(report: dict[str, Any]) -> str:

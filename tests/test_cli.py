@@ -103,3 +103,21 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 def test_bad_ad_domain(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([*BASE, "--ad-domain", "not a domain"]) == 2
     assert "--ad-domain" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "names"),
+    [
+        (["trace", "127.0.0.1"], "PORT"),
+        (["trace", "127.0.0.1", "70000"], "70000"),
+        (["trace", "nosuchhost.invalid", "443"], "nosuchhost.invalid"),
+        (["trace", "127.0.0.1", "443", "--format", "xml"], "xml"),
+    ],
+)
+def test_trace_usage_errors(
+    argv: list[str], names: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert names in err
