@@ -14,7 +14,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, NoReturn
 
 from agent import diagnosis, inputs, trace
@@ -86,7 +86,12 @@ def _add_rules_command(commands: Any, common: argparse.ArgumentParser) -> None:
 
 def _add_check_command(commands: Any, common: argparse.ArgumentParser) -> None:
     check = commands.add_parser("check", help="probe every rule", parents=[common])
-    add = check.add_argument
+    add_check_arguments(check)
+
+
+def add_check_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of a check, shared by every command that runs one."""
+    add = parser.add_argument
     add("--type", choices=GATEWAY_TYPES, dest="gateway_type", required=True)
     add("--region", required=True)
     add("--gateway", metavar="HOST", type=inputs.host)
@@ -159,19 +164,37 @@ def _rules(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check(args: argparse.Namespace) -> int:
+@dataclass(frozen=True)
+class CheckPlan:
+    """A validated check, ready to run as many rounds as wanted."""
+
+    rules: list[Rule]
+    options: Options
+    endpoints: Endpoints
+    diagnose: bool
+    diagnose_timeout: float
+
+
+def prepare_check(args: argparse.Namespace) -> CheckPlan:
+    """Validate every input of a check, or raise UsageError."""
     rules, endpoints = _load(args)
     options = _options(args, endpoints)
     try:
         selected = select_rules(rules, options.only, options.skip)
     except SelectionError as exc:
         raise UsageError(str(exc)) from exc
+    return CheckPlan(selected, options, endpoints, args.diagnose, args.diagnose_timeout)
+
+
+async def run_round(plan: CheckPlan) -> dict[str, Any]:
+    """One whole check: probes, diagnostics if asked, the report."""
+    options = plan.options
     started = now()
-    results = asyncio.run(_run(selected, options, endpoints))
+    results = await _run(plan.rules, options, plan.endpoints)
     findings = None
-    if args.diagnose:
-        results, findings = asyncio.run(
-            diagnosis.diagnose_failures(results, args.diagnose_timeout)
+    if plan.diagnose:
+        results, findings = await diagnosis.diagnose_failures(
+            results, plan.diagnose_timeout
         )
     run = Run(
         options.gateway_type,
@@ -181,9 +204,18 @@ def _check(args: argparse.Namespace) -> int:
         started,
         now(),
     )
-    report = build_report(run, results, findings)
-    _emit(report, args)
+    return build_report(run, results, findings)
+
+
+def exit_code(report: dict[str, Any]) -> int:
     return EXIT_FAIL if report["summary"]["verdict"] == "fail" else 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    plan = prepare_check(args)
+    report = asyncio.run(run_round(plan))
+    _emit(report, args)
+    return exit_code(report)
 
 
 async def _run(
