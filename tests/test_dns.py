@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import Awaitable, Callable
-from typing import cast
 
 import dns.flags
 import dns.message
@@ -26,6 +25,7 @@ from probes.base import (
     Status,
     Transport,
 )
+from tests.fakes import UdpHandler, serving_udp
 
 Zone = dict[str, tuple[int, list[str]]]
 Reader = asyncio.StreamReader
@@ -275,46 +275,15 @@ async def ask(port: int, transport: Transport) -> Outcome:
     return await probe_dns.probe(request(port, transport))
 
 
-UdpHandler = Callable[[bytes], list[bytes]]
-
-
-class _UdpServer(asyncio.DatagramProtocol):
-    def __init__(self, handler: UdpHandler) -> None:
-        self.handler = handler
-        self.transport: asyncio.DatagramTransport | None = None
-        self.seen: list[bytes] = []
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: Peer) -> None:
-        self.seen.append(data)
-        assert self.transport is not None
-        for reply in self.handler(data):
-            self.transport.sendto(reply, addr)
-
-
-async def udp_server(handler: UdpHandler) -> tuple[_UdpServer, int]:
-    loop = asyncio.get_running_loop()
-    transport, server = await loop.create_datagram_endpoint(
-        lambda: _UdpServer(handler), local_addr=("127.0.0.1", 0)
-    )
-    return server, transport.get_extra_info("sockname")[1]
-
-
 def run_udp(
     handler: UdpHandler,
     names: tuple[str, ...] = ("ok.example.test",),
     seconds: float = 2.0,
 ) -> Outcome:
     async def main() -> Outcome:
-        server, port = await udp_server(handler)
-        try:
+        async with serving_udp(handler) as (_server, port):
             asked = request(port, Transport.UDP, names, seconds)
             return await probe_dns.probe(asked)
-        finally:
-            assert server.transport is not None
-            server.transport.close()
 
     return asyncio.run(main())
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Callable
-from typing import cast
 
 import pytest
 from hypothesis import given
@@ -23,6 +21,8 @@ from probes.base import (
     Status,
     Transport,
 )
+from tests.fakes import UdpHandler as Handler
+from tests.fakes import serving_udp
 
 # Our SESSION REQUEST as captured on its way to Samba 4.17.12-Debian
 # (smbd), which answered "82 00 00 00".
@@ -365,23 +365,6 @@ def test_altered_node_status_raises_only_netbios_error(at: int, value: int) -> N
 # The probe against small name services on loopback.
 
 Peer = tuple[str, int]
-Handler = Callable[[bytes], list[bytes]]
-
-
-class _Server(asyncio.DatagramProtocol):
-    def __init__(self, handler: Handler) -> None:
-        self.handler = handler
-        self.transport: asyncio.DatagramTransport | None = None
-        self.seen: list[bytes] = []
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: Peer) -> None:
-        self.seen.append(data)
-        assert self.transport is not None
-        for reply in self.handler(data):
-            self.transport.sendto(reply, addr)
 
 
 def request(port: int, seconds: float = 1.5) -> ProbeRequest:
@@ -397,15 +380,8 @@ def request(port: int, seconds: float = 1.5) -> ProbeRequest:
 
 def run(handler: Handler, seconds: float = 1.5) -> tuple[Outcome, list[bytes]]:
     async def main() -> tuple[Outcome, list[bytes]]:
-        loop = asyncio.get_running_loop()
-        transport, server = await loop.create_datagram_endpoint(
-            lambda: _Server(handler), local_addr=("127.0.0.1", 0)
-        )
-        port = transport.get_extra_info("sockname")[1]
-        try:
+        async with serving_udp(handler) as (server, port):
             outcome = await netbios.probe_name_status(request(port, seconds))
-        finally:
-            transport.close()
         return outcome, server.seen
 
     return asyncio.run(main())

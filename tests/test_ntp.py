@@ -6,7 +6,6 @@ import asyncio
 import socket
 import struct
 import time
-from collections.abc import Callable
 from typing import cast
 
 import ntplib
@@ -24,6 +23,8 @@ from probes.base import (
     Status,
     Transport,
 )
+from tests.fakes import UdpHandler as Handler
+from tests.fakes import serving_udp
 
 # RFC 5905 7.3: LI VN Mode, stratum, poll, precision, root delay and
 # dispersion (16.16), ref id, then four 32.32 timestamps.
@@ -213,7 +214,6 @@ def test_seconds_between_survives_wrap_around(start: int, step: int) -> None:
 
 # The probe against a small server on loopback.
 
-Handler = Callable[[bytes], list[bytes]]
 Peer = tuple[str | int, ...]
 
 
@@ -244,22 +244,6 @@ def serve_time(
     return handler
 
 
-class _Server(asyncio.DatagramProtocol):
-    def __init__(self, handler: Handler) -> None:
-        self.handler = handler
-        self.transport: asyncio.DatagramTransport | None = None
-        self.seen: list[bytes] = []
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: Peer) -> None:
-        self.seen.append(data)
-        assert self.transport is not None
-        for reply in self.handler(data):
-            self.transport.sendto(reply, addr)
-
-
 def request(
     port: int, seconds: float = 1.5, settings: ProbeSettings | None = None
 ) -> ProbeRequest:
@@ -279,15 +263,8 @@ def run(
     settings: ProbeSettings | None = None,
 ) -> tuple[Outcome, list[bytes]]:
     async def main() -> tuple[Outcome, list[bytes]]:
-        loop = asyncio.get_running_loop()
-        transport, server = await loop.create_datagram_endpoint(
-            lambda: _Server(handler), local_addr=("127.0.0.1", 0)
-        )
-        port = transport.get_extra_info("sockname")[1]
-        try:
+        async with serving_udp(handler) as (server, port):
             outcome = await ntp.probe(request(port, seconds, settings))
-        finally:
-            transport.close()
         return outcome, server.seen
 
     return asyncio.run(main())
