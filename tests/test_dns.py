@@ -30,7 +30,6 @@ from tests.fakes import UdpHandler, serving_udp
 Zone = dict[str, tuple[int, list[str]]]
 Reader = asyncio.StreamReader
 Writer = asyncio.StreamWriter
-Peer = tuple[str | int, ...]
 ZONE: Zone = {
     "s3.amazonaws.com": (dns.rcode.NOERROR, ["52.216.1.1", "52.216.1.2"]),
     "ok.example.test": (dns.rcode.NOERROR, ["10.0.0.7"]),

@@ -364,8 +364,6 @@ def test_altered_node_status_raises_only_netbios_error(at: int, value: int) -> N
 
 # The probe against small name services on loopback.
 
-Peer = tuple[str, int]
-
 
 def request(port: int, seconds: float = 1.5) -> ProbeRequest:
     return ProbeRequest(

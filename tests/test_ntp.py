@@ -214,8 +214,6 @@ def test_seconds_between_survives_wrap_around(start: int, step: int) -> None:
 
 # The probe against a small server on loopback.
 
-Peer = tuple[str | int, ...]
-
 
 def serve_time(
     *,
