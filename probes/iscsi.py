@@ -34,8 +34,9 @@ Limits: only the discovery session is tried, so ``chap_required``
 speaks of discovery; whether each target wants CHAP for a normal
 session (how Storage Gateway sets CHAP, per volume) would take a login
 to every target, which this probe does not make. The portals a target
-lists (``TargetAddress``) are reported, not checked against the address
-probed, although initiators will connect to them. A service that waits
+lists (``TargetAddress``) are compared with the address probed: when
+none is that address (a gateway behind NAT), the detail says so, since
+initiators connect to the listed portals next; they are not probed. A service that waits
 for its own kind of request before saying anything (an HTTP server
 reads until a blank line) shows as a timeout, not the wrong protocol;
 an iSCSI target with no targets at all may hang up at once (tgt does),
@@ -543,6 +544,7 @@ def _listed(
         ],
         amazon_targets=amazon,
         logged_out=logged_out,
+        portals_elsewhere=elsewhere_portals(targets, run.conn.address),
     )
     if amazon:
         count = sum(target.amazon for target in targets)
@@ -561,7 +563,29 @@ def _listed(
             f"an iSCSI target answers on {run.where} but lists no targets: "
             "a gateway with no volumes yet, or not a Storage Gateway"
         )
-    return passed(detail, **evidence)
+    return passed(detail + _portal_note(targets, run.conn.address), **evidence)
+
+
+def elsewhere_portals(targets: tuple[Target, ...], address: str) -> list[str]:
+    """The portals targets name when none of them is the address probed.
+
+    Initiators connect to the listed portals after discovery; a gateway
+    behind NAT lists its own inside address, which they may not reach.
+    """
+    portals = [p for target in targets for p in target.portals]
+    if not portals or any(p.address == address for p in portals):
+        return []
+    return sorted({str(p) for p in portals})
+
+
+def _portal_note(targets: tuple[Target, ...], address: str) -> str:
+    elsewhere = elsewhere_portals(targets, address)
+    if not elsewhere:
+        return ""
+    return (
+        f"; note: the targets name portal {elsewhere[0]}, not {address}: "
+        "initiators connect there next, so it must be reachable too (NAT?)"
+    )
 
 
 def _not_logged_in(run: _Run, login: LoginStep | Rejected) -> Outcome:

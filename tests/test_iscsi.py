@@ -1321,3 +1321,12 @@ def test_a_closed_port_is_refused() -> None:
 
     outcome = asyncio.run(main())
     assert (outcome.status, outcome.reason) == (Status.FAIL, Reason.REFUSED)
+
+
+def test_portals_elsewhere_are_named_only_when_none_is_the_probed_one() -> None:
+    portal = pdu.Portal("10.0.0.5", 3260, 1)
+    inside = pdu.Target("iqn.1997-05.com.amazon:v", (portal,))
+    elsewhere = iscsi.elsewhere_portals
+    assert elsewhere((inside,), "203.0.113.9") == ["10.0.0.5:3260,1"]
+    assert elsewhere((inside,), "10.0.0.5") == []
+    assert elsewhere((), "10.0.0.5") == []
