@@ -14,29 +14,19 @@ import asyncio
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
 from typing import Any, NoReturn
 
 from agent import diagnosis, inputs, trace
-from agent.discovery import find_controllers
+from agent.checking import load_rules, prepare_check, run_round
 from agent.errors import UsageError
 from agent.logs import LEVELS, configure
-from agent.plan import Options, SelectionError, plan_checks, select_rules
-from agent.progress import Progress
 from agent.report import (
-    Result,
-    Run,
     agent_version,
-    build_report,
-    now,
     to_json,
     write_atomic,
 )
-from agent.runner import run_checks
 from agent.table import render_report, render_rules
-from probes.base import Deadline, ProbeSettings
-from probes.registry import PROBES
-from rules import GATEWAY_TYPES, Endpoints, Rule, load_endpoints, load_matrix
+from rules import GATEWAY_TYPES
 
 PROG = "sgw-reach"
 EXIT_FAIL = 1
@@ -143,68 +133,14 @@ def _default_level() -> str:
     return "warning" if sys.stderr.isatty() else "info"
 
 
-def _load(args: argparse.Namespace) -> tuple[list[Rule], Endpoints]:
-    try:
-        matrix = load_matrix(args.matrix, PROBES.keys())
-        endpoints = load_endpoints()
-    except ValueError as exc:
-        raise UsageError(str(exc)) from exc
-    if args.gateway_type is None:
-        return list(matrix.rules), endpoints
-    return matrix.select(args.gateway_type, args.appliance), endpoints
-
-
 def _rules(args: argparse.Namespace) -> int:
-    rules, _endpoints = _load(args)
+    rules, _endpoints = load_rules(args)
     if args.format == "json":
         rows = [inputs.rule_as_json(rule) for rule in rules]
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
     else:
         sys.stdout.write(render_rules(rules))
     return 0
-
-
-@dataclass(frozen=True)
-class CheckPlan:
-    """A validated check, ready to run as many rounds as wanted."""
-
-    rules: list[Rule]
-    options: Options
-    endpoints: Endpoints
-    diagnose: bool
-    diagnose_timeout: float
-
-
-def prepare_check(args: argparse.Namespace) -> CheckPlan:
-    """Validate every input of a check, or raise UsageError."""
-    rules, endpoints = _load(args)
-    options = _options(args, endpoints)
-    try:
-        selected = select_rules(rules, options.only, options.skip)
-    except SelectionError as exc:
-        raise UsageError(str(exc)) from exc
-    return CheckPlan(selected, options, endpoints, args.diagnose, args.diagnose_timeout)
-
-
-async def run_round(plan: CheckPlan) -> dict[str, Any]:
-    """One whole check: probes, diagnostics if asked, the report."""
-    options = plan.options
-    started = now()
-    results = await _run(plan.rules, options, plan.endpoints)
-    findings = None
-    if plan.diagnose:
-        results, findings = await diagnosis.diagnose_failures(
-            results, plan.diagnose_timeout
-        )
-    run = Run(
-        options.gateway_type,
-        options.region,
-        options.gateway,
-        options.appliance,
-        started,
-        now(),
-    )
-    return build_report(run, results, findings)
 
 
 def exit_code(report: dict[str, Any]) -> int:
@@ -216,68 +152,6 @@ def _check(args: argparse.Namespace) -> int:
     report = asyncio.run(run_round(plan))
     _emit(report, args)
     return exit_code(report)
-
-
-async def _run(
-    rules: list[Rule], options: Options, endpoints: Endpoints
-) -> list[Result]:
-    """Find the domain controllers if asked, then run every check."""
-    if options.ad_domain and not options.ad_servers:
-        found = await find_controllers(
-            options.ad_domain, options.dns_servers, Deadline.after(options.timeout)
-        )
-        options = replace(options, ad_servers=found.hosts, ad_failure=found.failure)
-    checks = plan_checks(rules, options, endpoints)
-    settings = _settings(options, endpoints)
-    progress = Progress.for_terminal(sys.stderr, len(checks))
-    try:
-        return await run_checks(checks, settings, options, PROBES, progress.update)
-    finally:
-        progress.close()
-
-
-def _options(args: argparse.Namespace, endpoints: Endpoints) -> Options:
-    try:
-        endpoints.check_region(args.region)
-    except ValueError as exc:
-        raise UsageError(f"--region: {exc}") from exc
-    typed = inputs.typed_hosts(args)
-    addresses = inputs.resolve_all(typed, args.timeout)
-    return Options(
-        gateway_type=args.gateway_type,
-        region=args.region,
-        appliance=args.appliance,
-        gateway=args.gateway,
-        dns_servers=tuple(args.dns_server or inputs.system_resolvers()),
-        ntp_servers=tuple(args.ntp_server or endpoints.ntp_servers),
-        support_hosts=tuple(args.support_host or endpoints.support_hosts),
-        ad_servers=tuple(args.ad_server or ()),
-        ad_domain=args.ad_domain,
-        proxy=args.proxy,
-        buckets=tuple(args.bucket or ()),
-        ca_bundle=args.ca_bundle,
-        timeout=args.timeout,
-        max_skew=args.max_skew,
-        concurrency=args.concurrency,
-        only=tuple(args.only),
-        skip=tuple(args.skip),
-        addresses=addresses,
-    )
-
-
-def _settings(options: Options, endpoints: Endpoints) -> ProbeSettings:
-    names: list[str] = []
-    for group in ("control", "data", "api", "s3", "bucket", "cloudfront"):
-        names += endpoints.names(group, options.region, options.buckets)
-    return ProbeSettings(
-        region=options.region,
-        resolvers=options.dns_servers,
-        dns_names=tuple(dict.fromkeys(names)),
-        ca_bundle=options.ca_bundle,
-        max_skew=options.max_skew,
-        connect_host=endpoints.activation_host(options.region),
-        connect_port=443,
-    )
 
 
 def _emit(report: dict[str, Any], args: argparse.Namespace) -> None:

@@ -1,0 +1,157 @@
+"""A check as a plan and rounds: validate the inputs once, then run the
+probes, the diagnostics and the report as often as wanted.
+
+``prepare_check`` turns parsed options into a ``CheckPlan`` or raises
+``UsageError`` naming the input; ``run_round`` runs one whole check and
+returns its report. ``check`` runs one round, ``watch`` many.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from agent import diagnosis, inputs
+from agent.discovery import find_controllers
+from agent.errors import UsageError
+from agent.plan import Options, SelectionError, plan_checks, select_rules
+from agent.progress import Progress
+from agent.report import Result, Run, build_report, now
+from agent.runner import run_checks
+from probes.base import Deadline, ProbeSettings
+from probes.registry import PROBES
+from rules import Endpoints, Rule, load_endpoints, load_matrix
+
+
+def load_rules(args: argparse.Namespace) -> tuple[list[Rule], Endpoints]:
+    try:
+        matrix = load_matrix(args.matrix, PROBES.keys())
+        endpoints = load_endpoints()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    if args.gateway_type is None:
+        return list(matrix.rules), endpoints
+    return matrix.select(args.gateway_type, args.appliance), endpoints
+
+
+@dataclass(frozen=True)
+class CheckPlan:
+    """A validated check, ready to run as many rounds as wanted."""
+
+    rules: list[Rule]
+    options: Options
+    endpoints: Endpoints
+    diagnose: bool
+    diagnose_timeout: float
+
+
+def prepare_check(args: argparse.Namespace) -> CheckPlan:
+    """Validate every input of a check, or raise UsageError."""
+    rules, endpoints = load_rules(args)
+    options = _options(args, endpoints)
+    try:
+        selected = select_rules(rules, options.only, options.skip)
+    except SelectionError as exc:
+        raise UsageError(str(exc)) from exc
+    return CheckPlan(selected, options, endpoints, args.diagnose, args.diagnose_timeout)
+
+
+async def run_round(
+    plan: CheckPlan, on_result: Callable[[Result], None] | None = None
+) -> dict[str, Any]:
+    """One whole check: probes, diagnostics if asked, the report.
+
+    ``on_result`` sees each result as it comes, so a caller that cancels
+    the round still has what was measured.
+    """
+    options = plan.options
+    started = now()
+    results = await _run(plan.rules, options, plan.endpoints, on_result)
+    findings = None
+    if plan.diagnose:
+        results, findings = await diagnosis.diagnose_failures(
+            results, plan.diagnose_timeout
+        )
+    run = Run(
+        options.gateway_type,
+        options.region,
+        options.gateway,
+        options.appliance,
+        started,
+        now(),
+    )
+    return build_report(run, results, findings)
+
+
+async def _run(
+    rules: list[Rule],
+    options: Options,
+    endpoints: Endpoints,
+    on_result: Callable[[Result], None] | None = None,
+) -> list[Result]:
+    """Find the domain controllers if asked, then run every check."""
+    if options.ad_domain and not options.ad_servers:
+        found = await find_controllers(
+            options.ad_domain, options.dns_servers, Deadline.after(options.timeout)
+        )
+        options = replace(options, ad_servers=found.hosts, ad_failure=found.failure)
+    checks = plan_checks(rules, options, endpoints)
+    settings = _settings(options, endpoints)
+    progress = Progress.for_terminal(sys.stderr, len(checks))
+
+    def seen(result: Result, done: int, total: int) -> None:
+        progress.update(result, done, total)
+        if on_result is not None:
+            on_result(result)
+
+    try:
+        return await run_checks(checks, settings, options, PROBES, seen)
+    finally:
+        progress.close()
+
+
+def _options(args: argparse.Namespace, endpoints: Endpoints) -> Options:
+    try:
+        endpoints.check_region(args.region)
+    except ValueError as exc:
+        raise UsageError(f"--region: {exc}") from exc
+    typed = inputs.typed_hosts(args)
+    addresses = inputs.resolve_all(typed, args.timeout)
+    return Options(
+        gateway_type=args.gateway_type,
+        region=args.region,
+        appliance=args.appliance,
+        gateway=args.gateway,
+        dns_servers=tuple(args.dns_server or inputs.system_resolvers()),
+        ntp_servers=tuple(args.ntp_server or endpoints.ntp_servers),
+        support_hosts=tuple(args.support_host or endpoints.support_hosts),
+        ad_servers=tuple(args.ad_server or ()),
+        ad_domain=args.ad_domain,
+        proxy=args.proxy,
+        buckets=tuple(args.bucket or ()),
+        ca_bundle=args.ca_bundle,
+        timeout=args.timeout,
+        max_skew=args.max_skew,
+        concurrency=args.concurrency,
+        only=tuple(args.only),
+        skip=tuple(args.skip),
+        addresses=addresses,
+    )
+
+
+def _settings(options: Options, endpoints: Endpoints) -> ProbeSettings:
+    names: list[str] = []
+    for group in ("control", "data", "api", "s3", "bucket", "cloudfront"):
+        names += endpoints.names(group, options.region, options.buckets)
+    return ProbeSettings(
+        region=options.region,
+        resolvers=options.dns_servers,
+        dns_names=tuple(dict.fromkeys(names)),
+        ca_bundle=options.ca_bundle,
+        max_skew=options.max_skew,
+        connect_host=endpoints.activation_host(options.region),
+        connect_port=443,
+    )
