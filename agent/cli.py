@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from agent import diagnosis, inputs, trace
+from agent import diagnosis, inputs, trace, watch
 from agent.checking import load_rules, prepare_check, run_round
 from agent.errors import UsageError
 from agent.logs import LEVELS, configure
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     _add_rules_command(commands, common)
     _add_check_command(commands, common)
+    _add_watch_command(commands, common)
     trace.add_command(commands, common)
     return parser
 
@@ -77,6 +79,16 @@ def _add_rules_command(commands: Any, common: argparse.ArgumentParser) -> None:
 def _add_check_command(commands: Any, common: argparse.ArgumentParser) -> None:
     check = commands.add_parser("check", help="probe every rule", parents=[common])
     add_check_arguments(check)
+
+
+def _add_watch_command(commands: Any, common: argparse.ArgumentParser) -> None:
+    parser = commands.add_parser(
+        "watch",
+        help="check on a schedule, keep the history, serve metrics",
+        parents=[common],
+    )
+    add_check_arguments(parser)
+    watch.add_arguments(parser)
 
 
 def add_check_arguments(parser: argparse.ArgumentParser) -> None:
@@ -115,9 +127,12 @@ def add_check_arguments(parser: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        configure(args.log_level or _default_level())
+        level = args.log_level or _default_level()
+        configure(level)
         if args.command == "rules":
             return _rules(args)
+        if args.command == "watch":
+            return watch.run(args, lambda: _round_runner(args), level)
         if args.command == "trace":
             return trace.run(args)
         return _check(args)
@@ -127,6 +142,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def _round_runner(args: argparse.Namespace) -> watch.RoundRunner:
+    return functools.partial(run_round, prepare_check(args))
 
 
 def _default_level() -> str:

@@ -212,3 +212,42 @@ def rule_as_json(rule: Rule) -> dict[str, Any]:
         "purpose": rule.purpose,
         "targets": list(rule.targets),
     }
+
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_MIN_INTERVAL = 0.01
+_MAX_INTERVAL = 7 * 86400.0
+
+
+def duration(text: str) -> float:
+    """A duration such as 30s, 5m, 1h or 250ms; a bare number is seconds."""
+    number = text.strip().lower()
+    unit = next((u for u in ("ms", "s", "m", "h", "d") if number.endswith(u)), "")
+    try:
+        value = float(number.removesuffix(unit)) * _UNITS.get(unit, 1.0)
+    except ValueError:
+        value = -1.0
+    if not _MIN_INTERVAL <= value <= _MAX_INTERVAL:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration from 10ms to 7d (such as 30s, 5m, 1h)"
+        )
+    return value
+
+
+def positive_count(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 10**9:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number above 0")
+    return int(text)
+
+
+def listen_address(text: str) -> tuple[str, int]:
+    """``ADDR:PORT`` or ``[V6]:PORT`` to serve on; port 0 picks a free one."""
+    name, _, port_text = text.rpartition(":")
+    name = name.removeprefix("[").removesuffix("]")
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r}: give ADDR:PORT, port 0-65535")
+    if not name:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give the address to listen on, e.g. 127.0.0.1:9877"
+        )
+    return host(name), int(port_text)

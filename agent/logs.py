@@ -7,10 +7,13 @@ failed rule is never an ERROR: errors are for the agent's own faults.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import sys
-from collections.abc import Callable
-from typing import TextIO
+from collections.abc import Callable, MutableMapping
+from pathlib import Path
+from typing import Any, TextIO
 
 import structlog
 
@@ -25,9 +28,51 @@ def _factory(stream: TextIO | None) -> Callable[..., structlog.PrintLogger]:
     return lambda *_args: structlog.PrintLogger(sys.stderr)
 
 
-def configure(level: str, stream: TextIO | None = None) -> None:
-    """Send structlog events at ``level`` and above to ``stream``."""
+class FileSink:
+    """A processor that also appends each event, as a JSON line, to a file
+    that is rotated once it passes ``limit`` bytes (one old file kept).
+
+    A watch keeps its recent log here for the support bundle. A file that
+    cannot be written stops the copy, never the agent.
+    """
+
+    def __init__(self, path: Path, limit: int = 1 << 20) -> None:
+        self.path = path
+        self._limit = limit
+        self._stream: TextIO | None = None
+
+    def __call__(
+        self, _logger: Any, _name: str, event: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        try:
+            self._write(json.dumps(event, default=str) + "\n")
+        except OSError:
+            self.close()
+        return event
+
+    def _write(self, line: str) -> None:
+        if self._stream is None:
+            self._stream = self.path.open("a", encoding="utf-8")
+        self._stream.write(line)
+        self._stream.flush()
+        if self._stream.tell() > self._limit:
+            self._stream.close()
+            self._stream = None
+            os.replace(self.path, self.path.with_name(self.path.name + ".1"))
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+
+
+def configure(
+    level: str, stream: TextIO | None = None, sink: FileSink | None = None
+) -> None:
+    """Send structlog events at ``level`` and above to ``stream``, and to
+    ``sink`` when given."""
     out = stream or sys.stderr
+    extra: list[structlog.typing.Processor] = [sink] if sink else []
     renderer: structlog.typing.Processor
     if out.isatty():
         renderer = structlog.dev.ConsoleRenderer(colors=True)
@@ -39,6 +84,7 @@ def configure(level: str, stream: TextIO | None = None) -> None:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
+            *extra,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
