@@ -110,6 +110,8 @@ class Store:
             connection = sqlite3.connect(path, isolation_level=None)
             connection.execute("PRAGMA foreign_keys = ON")
             connection.execute("PRAGMA journal_mode = WAL")
+            # WAL with NORMAL sync: a crash may lose the last round, never
+            # corrupt the file.
             connection.execute("PRAGMA synchronous = NORMAL")
             connection.executescript(_SCHEMA)
         except sqlite3.Error as exc:
