@@ -73,7 +73,16 @@ def ip_address(text: str) -> str:
 
 
 def host_port(text: str) -> tuple[str, int]:
-    """``HOST:PORT``, ``[V6]:PORT`` or ``HOST`` (port 8080)."""
+    """``HOST:PORT``, ``[V6]:PORT`` or ``HOST`` (port 8080).
+
+    Credentials (``user:password@``) are refused, and not repeated in
+    the message: the proxy probe never authenticates.
+    """
+    if "@" in text:
+        shown = "***@" + text.rpartition("@")[2]
+        raise argparse.ArgumentTypeError(
+            f"{shown!r}: credentials are not taken here (no proxy authentication)"
+        )
     name, port = text, "8080"
     if text.startswith("["):
         name, _, rest = text[1:].partition("]")
@@ -82,7 +91,13 @@ def host_port(text: str) -> tuple[str, int]:
         name, port = text.split(":")
     if not port.isdigit() or not 1 <= int(port) <= 65535:
         raise argparse.ArgumentTypeError(f"{text!r}: port must be 1-65535")
-    return host(name), int(port)
+    try:
+        return host(name), int(port)
+    except argparse.ArgumentTypeError:
+        what = f"{text!r}" if name == text else f"{text!r}: {name!r}"
+        raise argparse.ArgumentTypeError(
+            f"{what} is not a host name or address"
+        ) from None
 
 
 def port(text: str) -> int:
@@ -123,6 +138,18 @@ def readable_file(text: str) -> Path:
     path = Path(text)
     if not path.is_file() or not os.access(path, os.R_OK):
         raise argparse.ArgumentTypeError(f"{text}: no readable file there")
+    return path
+
+
+def matrix_file(text: str) -> Path:
+    """A readable file of UTF-8 text, as TOML must be."""
+    path = readable_file(text)
+    try:
+        path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise argparse.ArgumentTypeError(
+            f"{text}: not UTF-8 text (byte {exc.start}), so not a TOML file"
+        ) from None
     return path
 
 

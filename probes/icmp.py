@@ -124,7 +124,7 @@ class IcmpReport:
     def describe(self) -> str:
         """A short phrase for people, e.g. 'ICMP admin-prohibited from X'."""
         if self.origin not in (Origin.ICMP, Origin.ICMP6):
-            return os.strerror(self.errno) if self.errno else "local error"
+            return _strerror(self.errno) if self.errno else "local error"
         sender = f" from {self.offender}" if self.offender else ""
         return f"ICMP {self.name()}{sender}"
 
@@ -142,6 +142,15 @@ class IcmpReport:
             "icmp_code": self.code,
             "icmp_from": self.offender,
         }
+
+
+def _strerror(code: int) -> str:
+    """The errno's text; ``ee_errno`` is 32 bits, but strerror takes a C
+    int, so a value past it (never from the kernel) gets no text."""
+    try:
+        return os.strerror(code)
+    except (OverflowError, ValueError):
+        return f"local error {code}"
 
 
 def _name_v4(icmp_type: int, code: int) -> str:

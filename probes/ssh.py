@@ -14,7 +14,8 @@ SSH-1 alone, or an identification RFC 4253 does not allow, is a protocol
 error; anything else, including a connection closed without a banner,
 is the wrong protocol. A connection that opens but stays silent is a
 timeout: something holds the connection (a tarpit, a proxy) without
-being an SSH server.
+being an SSH server; so is an identification still unfinished at the
+deadline (a server that trickles its banner), which proves nothing yet.
 
 Our identification is ``SSH-2.0-sgw_reach_<version>``: RFC 4253 forbids
 the minus sign in the software version, so the package name is written
@@ -176,7 +177,7 @@ async def probe(request: ProbeRequest) -> Outcome:
         return _refused_banner(conn, request.port, bytes(got), exc)
     if found is None:
         waited = asyncio.get_running_loop().time() - started
-        return _silent(conn, request.port, waited)
+        return _silent(conn, request.port, waited, bytes(got))
     request.log.debug("ssh.banner", banner=printable(found.line, MAX_LINE))
     return _judge(conn, request.port, found)
 
@@ -194,9 +195,19 @@ async def _exchange(
                 await writer.drain()
             return await _read_banner(reader, got)
     except TimeoutError:
-        return find_banner(bytes(got), ended=True) if got else None
+        return _at_deadline(bytes(got))
     finally:
         writer.close()
+
+
+def _at_deadline(data: bytes) -> Banner | None:
+    """Judge what came by the deadline: None when nothing came, or when
+    the last line may still become the identification (the server is
+    too slow, not proven SSH); else as if the connection had ended."""
+    tail = data[data.rfind(b"\n") + 1 :]
+    if not data or (tail and (tail.startswith(_PREFIX) or _PREFIX.startswith(tail))):
+        return None
+    return find_banner(data, ended=True)
 
 
 async def _read_banner(reader: asyncio.StreamReader, got: bytearray) -> Banner:
@@ -277,13 +288,15 @@ def _refused_banner(
     ).at(conn.address)
 
 
-def _silent(conn: Connection, port: int, waited_s: float) -> Outcome:
+def _silent(conn: Connection, port: int, waited_s: float, data: bytes) -> Outcome:
     waited = round(waited_s, 1)
+    what = "an SSH banner began but did not end" if data else "no SSH banner came"
     return failed(
         Reason.TIMEOUT,
-        f"the TCP connection to {conn.address} port {port} opened but no "
-        f"SSH banner came in {waited} s: a tarpit, or a proxy holding the "
+        f"the TCP connection to {conn.address} port {port} opened but "
+        f"{what} in {waited} s: a tarpit, or a proxy holding the "
         "connection",
         connect_ms=conn.connect_ms,
         waited_s=waited,
+        first_bytes=printable(data),
     ).at(conn.address)

@@ -17,10 +17,14 @@ Peer = tuple[str | int, ...]
 
 
 class UdpServer(asyncio.DatagramProtocol):
-    """Answers every datagram with what its handler returns."""
+    """Answers every datagram with what its handler returns; from its own
+    socket, or from ``sender`` when one is set (a spoofed source)."""
 
-    def __init__(self, handler: UdpHandler) -> None:
+    def __init__(
+        self, handler: UdpHandler, sender: asyncio.DatagramTransport | None = None
+    ) -> None:
         self.handler = handler
+        self.sender = sender
         self.transport: asyncio.DatagramTransport | None = None
         self.seen: list[bytes] = []
 
@@ -29,21 +33,39 @@ class UdpServer(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: Peer) -> None:
         self.seen.append(data)
-        assert self.transport is not None
+        out = self.sender or self.transport
+        assert out is not None
         for reply in self.handler(data):
-            self.transport.sendto(reply, addr)
+            out.sendto(reply, addr)
 
 
 @asynccontextmanager
 async def serving_udp(
     handler: UdpHandler,
+    *,
+    reply_from: tuple[str, int | None] | None = None,
 ) -> AsyncIterator[tuple[UdpServer, int]]:
-    """A UdpServer on 127.0.0.1 and its port, closed on the way out."""
+    """A UdpServer on 127.0.0.1 and its port, closed on the way out.
+
+    With ``reply_from`` the replies leave from a second socket bound to
+    that address and port (None: the server's own port), so they come
+    from a source the asker did not send to.
+    """
     loop = asyncio.get_running_loop()
-    transport, server = await loop.create_datagram_endpoint(
-        lambda: UdpServer(handler), local_addr=("127.0.0.1", 0)
+    server = UdpServer(handler)
+    transport, _protocol = await loop.create_datagram_endpoint(
+        lambda: server, local_addr=("127.0.0.1", 0)
     )
+    port: int = transport.get_extra_info("sockname")[1]
     try:
-        yield server, transport.get_extra_info("sockname")[1]
+        if reply_from is not None:
+            address, from_port = reply_from
+            server.sender, _ = await loop.create_datagram_endpoint(
+                asyncio.DatagramProtocol,
+                local_addr=(address, port if from_port is None else from_port),
+            )
+        yield server, port
     finally:
         transport.close()
+        if server.sender is not None:
+            server.sender.close()
