@@ -13,13 +13,15 @@ import argparse
 import asyncio
 import functools
 import json
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, NoReturn
 
-from agent import diagnosis, inputs, trace, watch
+from agent import bundle, diagnosis, environ, inputs, show, trace, watch
 from agent.checking import load_rules, prepare_check, run_round
 from agent.errors import UsageError
+from agent.junit import to_junit
 from agent.logs import LEVELS, configure
 from agent.report import (
     agent_version,
@@ -61,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_check_command(commands, common)
     _add_watch_command(commands, common)
     trace.add_command(commands, common)
+    bundle.add_command(commands, common)
+    show.add_command(commands, common)
     return parser
 
 
@@ -73,7 +77,7 @@ def _add_rules_command(commands: Any, common: argparse.ArgumentParser) -> None:
     rules.add_argument("--type", choices=GATEWAY_TYPES, dest="gateway_type")
     rules.add_argument("--appliance", action="store_true")
     rules.add_argument("--format", choices=("table", "json"), default="table")
-    rules.add_argument("--matrix", type=inputs.readable_file, metavar="FILE")
+    rules.add_argument("--matrix", type=inputs.matrix_file, metavar="FILE")
 
 
 def _add_check_command(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -91,11 +95,21 @@ def _add_watch_command(commands: Any, common: argparse.ArgumentParser) -> None:
     watch.add_arguments(parser)
 
 
-def add_check_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of a check, shared by every command that runs one."""
-    add = parser.add_argument
-    add("--type", choices=GATEWAY_TYPES, dest="gateway_type", required=True)
-    add("--region", required=True)
+def add_check_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    required: bool = True,
+    omit: Collection[str] = (),
+) -> None:
+    """The options of a check, shared by every command that runs one;
+    ``omit`` leaves out options the command defines its own way."""
+
+    def add(name: str, **options: Any) -> None:
+        if name not in omit:
+            parser.add_argument(name, **options)
+
+    add("--type", choices=GATEWAY_TYPES, dest="gateway_type", required=required)
+    add("--region", required=required)
     add("--gateway", metavar="HOST", type=inputs.host)
     add("--appliance", action="store_true")
     add("--dns-server", metavar="ADDR", action="append", type=inputs.ip_address)
@@ -111,9 +125,14 @@ def add_check_arguments(parser: argparse.ArgumentParser) -> None:
     add("--concurrency", metavar="N", type=inputs.concurrency, default=64)
     add("--only", metavar="ID|PORT", action="append", default=[])
     add("--skip", metavar="ID|PORT", action="append", default=[])
-    add("--format", choices=("table", "json"), default="table")
-    add("--output", metavar="FILE", type=inputs.output_file)
-    add("--matrix", metavar="FILE", type=inputs.readable_file)
+    add("--format", choices=("table", "json", "junit"), default="table")
+    add(
+        "--output",
+        metavar="FILE",
+        type=inputs.output_file,
+        help="write the JSON report to FILE (atomically), whatever --format",
+    )
+    add("--matrix", metavar="FILE", type=inputs.matrix_file)
     add(
         "--diagnose",
         action=argparse.BooleanOptionalAction,
@@ -122,9 +141,11 @@ def add_check_arguments(parser: argparse.ArgumentParser) -> None:
         f"(default from {diagnosis.ENV_SETTING}, else off)",
     )
     add("--diagnose-timeout", metavar="SECONDS", type=inputs.seconds, default=10.0)
+    environ.apply_environment(parser, os.environ)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+# One return per command: the dispatch reads as a list of them.
+def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911
     try:
         args = build_parser().parse_args(argv)
         level = args.log_level or _default_level()
@@ -135,6 +156,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return watch.run(args, lambda: _round_runner(args), level)
         if args.command == "trace":
             return trace.run(args)
+        if args.command == "bundle":
+            return bundle.run(args)
+        if args.command == "report":
+            return show.run(args)
         return _check(args)
     except UsageError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
@@ -178,6 +203,8 @@ def _emit(report: dict[str, Any], args: argparse.Namespace) -> None:
     still leaves the report on standard output."""
     if args.format == "json":
         sys.stdout.write(to_json(report))
+    elif args.format == "junit":
+        sys.stdout.write(to_junit(report))
     else:
         sys.stdout.write(render_report(report))
     sys.stdout.flush()

@@ -246,6 +246,14 @@ class Store:
         rows = self._read("SELECT report FROM rounds ORDER BY id DESC LIMIT 1")
         return dict(json.loads(rows[0][0])) if rows else None
 
+    def last_passes(self) -> dict[tuple[str, str, int], str]:
+        """When each target last passed, over the rounds kept."""
+        rows = self._read(
+            "SELECT rule, host, port, MAX(at) FROM results"
+            " WHERE status = 'pass' GROUP BY rule, host, port"
+        )
+        return {(rule, host, int(port)): at for rule, host, port, at in rows}
+
     def round_count(self) -> int:
         return int(self._read("SELECT COUNT(*) FROM rounds")[0][0])
 

@@ -37,7 +37,7 @@ from agent import inputs
 from agent.errors import UsageError
 from agent.logs import FileSink, configure
 from agent.report import Result, Run, build_report, now, write_atomic
-from agent.serve import Pages, WatchState, serve
+from agent.serve import Pages, WatchState, epoch, serve
 from agent.store import Change, Retention, Store, StoreError, default_state_dir
 
 LOG_FILE = "agent.log"
@@ -118,6 +118,9 @@ class Watch:
         self._retention = retention
         self._on_round = on_round
         self.state = WatchState()
+        with suppress(StoreError):
+            for target, at in store.last_passes().items():
+                self.state.last_success[target] = epoch(at)
         self.stop = asyncio.Event()
 
     async def run(self, schedule: Schedule) -> int:

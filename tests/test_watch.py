@@ -84,6 +84,15 @@ def test_rounds_are_stored_and_changes_reported(tmp_path: Path) -> None:
     assert watch.state.rounds == {"pass": 2, "fail": 1}
 
 
+def test_last_success_survives_a_restart(tmp_path: Path) -> None:
+    watch, store, _seen = make_watch(tmp_path, Rounds([{NFS: "pass"}]))
+    asyncio.run(watch.run(Schedule(every=0.01, rounds=1, jitter=0.0)))
+    passed = watch.state.last_success
+    again, _store, _seen = make_watch(tmp_path, Rounds([{NFS: "fail"}]))
+    assert again.state.last_success == passed
+    assert store.last_passes().keys() == passed.keys()
+
+
 def test_a_slow_round_delays_the_next_and_is_counted(tmp_path: Path) -> None:
     watch, store, _seen = make_watch(tmp_path, Rounds([{NFS: "pass"}], pause=0.05))
     asyncio.run(watch.run(Schedule(every=0.01, rounds=3, jitter=0.0)))
