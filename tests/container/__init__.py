@@ -1,0 +1,1 @@
+"""Helpers of the container tests: podman settings and image building."""
