@@ -11,8 +11,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
+
+import structlog
 
 from agent import diagnosis, inputs
 from agent.discovery import find_controllers
@@ -24,6 +26,8 @@ from agent.runner import run_checks
 from probes.base import Deadline, ProbeSettings
 from probes.registry import PROBES
 from rules import Endpoints, Rule, load_endpoints, load_matrix
+
+_log = structlog.get_logger("sgw_reach.check")
 
 
 def load_rules(args: argparse.Namespace) -> tuple[list[Rule], Endpoints]:
@@ -46,17 +50,39 @@ class CheckPlan:
     endpoints: Endpoints
     diagnose: bool
     diagnose_timeout: float
+    # The host names typed, with their flags, looked up again at the start
+    # of each round when ``refresh_names`` is set.
+    typed: dict[str, str] = field(default_factory=dict)
+    refresh_names: bool = False
 
 
-def prepare_check(args: argparse.Namespace) -> CheckPlan:
-    """Validate every input of a check, or raise UsageError."""
+def prepare_check(
+    args: argparse.Namespace, *, refresh_names: bool = False
+) -> CheckPlan:
+    """Validate every input of a check, or raise UsageError.
+
+    A typed host name that does not resolve is a usage error, unless
+    ``refresh_names``: then it is looked up again each round, so that a
+    watch started while DNS is down goes on, and follows changes of the
+    names' addresses; a name that still fails is left to the probes,
+    which report it as a DNS failure.
+    """
     rules, endpoints = load_rules(args)
-    options = _options(args, endpoints)
+    typed = inputs.typed_hosts(args)
+    options = _options(args, endpoints, typed, strict=not refresh_names)
     try:
         selected = select_rules(rules, options.only, options.skip)
     except SelectionError as exc:
         raise UsageError(str(exc)) from exc
-    return CheckPlan(selected, options, endpoints, args.diagnose, args.diagnose_timeout)
+    return CheckPlan(
+        selected,
+        options,
+        endpoints,
+        args.diagnose,
+        args.diagnose_timeout,
+        typed,
+        refresh_names,
+    )
 
 
 async def run_round(
@@ -69,6 +95,8 @@ async def run_round(
     """
     options = plan.options
     started = now()
+    if plan.refresh_names:
+        options = await _refresh_addresses(options, plan.typed)
     results = await _run(plan.rules, options, plan.endpoints, on_result)
     findings = None
     if plan.diagnose:
@@ -113,13 +141,25 @@ async def _run(
         progress.close()
 
 
-def _options(args: argparse.Namespace, endpoints: Endpoints) -> Options:
+async def _refresh_addresses(options: Options, typed: dict[str, str]) -> Options:
+    addresses, failures = await inputs.resolve_hosts(typed, options.timeout)
+    for name, why in failures.items():
+        _log.warning("host.unresolved", host=name, flag=typed[name], why=why)
+    return replace(options, addresses=addresses)
+
+
+def _options(
+    args: argparse.Namespace,
+    endpoints: Endpoints,
+    typed: dict[str, str],
+    *,
+    strict: bool,
+) -> Options:
     try:
         endpoints.check_region(args.region)
     except ValueError as exc:
         raise UsageError(f"--region: {exc}") from exc
-    typed = inputs.typed_hosts(args)
-    addresses = inputs.resolve_all(typed, args.timeout)
+    addresses = inputs.resolve_all(typed, args.timeout) if strict else {}
     return Options(
         gateway_type=args.gateway_type,
         region=args.region,

@@ -170,7 +170,8 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911
 
 
 def _round_runner(args: argparse.Namespace) -> watch.RoundRunner:
-    return functools.partial(run_round, prepare_check(args))
+    plan = prepare_check(args, refresh_names=True)
+    return functools.partial(run_round, plan)
 
 
 def _default_level() -> str:

@@ -190,15 +190,39 @@ def typed_hosts(args: argparse.Namespace) -> dict[str, str]:
 
 
 def resolve_all(hosts: dict[str, str], timeout: float) -> dict[str, str]:
-    """Resolve every typed host, or raise naming the first that fails."""
-    addresses: dict[str, str] = {}
-    for name, flag in hosts.items():
-        try:
-            addresses[name] = asyncio.run(_first_address(name, timeout))
-        except (OSError, TimeoutError) as exc:
-            why = getattr(exc, "strerror", None) or "no answer in time"
-            raise UsageError(f"{flag} {name}: does not resolve ({why})") from exc
+    """Resolve every typed host at once, within one ``timeout``, or raise
+    naming the first (in the order typed) that fails."""
+    addresses, failures = asyncio.run(resolve_hosts(hosts, timeout))
+    if failures:
+        name, why = next(iter(failures.items()))
+        raise UsageError(f"{hosts[name]} {name}: does not resolve ({why})")
     return addresses
+
+
+async def resolve_hosts(
+    hosts: dict[str, str], timeout: float
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Resolve every host concurrently within ``timeout``: the addresses
+    found, and for each host that failed, why, in the order given."""
+    names = list(hosts)
+    async with asyncio.TaskGroup() as group:
+        tasks = [group.create_task(_lookup(name, timeout)) for name in names]
+    addresses: dict[str, str] = {}
+    failures: dict[str, str] = {}
+    for name, task in zip(names, tasks, strict=True):
+        address, why = task.result()
+        if address is None:
+            failures[name] = why
+        else:
+            addresses[name] = address
+    return addresses, failures
+
+
+async def _lookup(name: str, timeout: float) -> tuple[str | None, str]:
+    try:
+        return await _first_address(name, timeout), ""
+    except (OSError, TimeoutError) as exc:
+        return None, getattr(exc, "strerror", None) or "no answer in time"
 
 
 async def _first_address(name: str, timeout: float) -> str:

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import socket
+import stat
 import tempfile
 from collections import Counter
 from dataclasses import dataclass
@@ -163,12 +164,19 @@ def to_json(report: dict[str, Any]) -> str:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` whole, or leave the old file untouched."""
+    """Write ``text`` to ``path`` whole, or leave the old file untouched.
+
+    The new file keeps the mode of the one it replaces; a first one gets
+    the mode ``open`` would give it under the umask, not mkstemp's 0600,
+    so that a report written in a container can be read on its host.
+    """
     folder = path.parent if str(path.parent) else Path()
+    mode = _report_mode(path)
     handle, temporary = tempfile.mkstemp(
         prefix=f".{path.name}.", suffix=".tmp", dir=folder
     )
     try:
+        os.fchmod(handle, mode)
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
             stream.write(text)
             stream.flush()
@@ -178,3 +186,25 @@ def write_atomic(path: Path, text: str) -> None:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
+
+
+def _report_mode(path: Path) -> int:
+    """The existing file's permission bits, else 0o666 less the umask."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    """The process's umask, read without setting it (os.umask would, for
+    a moment, for every thread); 0o022 where /proc does not say."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return 0o022
+    for line in status.splitlines():
+        key, _, value = line.partition(":")
+        if key == "Umask":
+            return int(value.strip(), 8)
+    return 0o022

@@ -157,13 +157,23 @@ class Watch:
         await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
         stopping.cancel()
         if task.done():
-            self._keep(task.result(), interrupted=False)
+            self._finish(task)
             return True
         task.cancel()
         with suppress(asyncio.CancelledError):
             await task
         self._keep_partial(started, measured)
         return False
+
+    def _finish(self, task: asyncio.Future[dict[str, Any]]) -> None:
+        """Keep the round's report; a round that raised is logged and the
+        watch goes on, as it must through an outage of any kind."""
+        try:
+            report = task.result()
+        except Exception as exc:
+            _log.error("round.failed", error=f"{type(exc).__name__}: {exc}")
+            return
+        self._keep(report, interrupted=False)
 
     def _keep_partial(self, started: datetime, measured: list[Result]) -> None:
         if not measured:

@@ -395,7 +395,7 @@ def _skew(
     evidence: dict[str, JSONValue],
 ) -> Outcome:
     size = abs(offset)
-    if size <= settings.warn_skew:
+    if size <= min(settings.warn_skew, settings.max_skew):
         return passed(
             f"the NTP server at {address} answered: stratum {reply.stratum}, "
             f"offset {offset:+.3f} s, round trip {evidence['rtt_ms']} ms",

@@ -58,7 +58,15 @@ _CHUNK = 16 * 1024
 _FIRST_BYTES = 64
 # Name suffixes of AWS's public endpoints, whose certificates always
 # chain to Amazon's public roots.
-_AWS_SUFFIXES = (".amazonaws.com", ".amazonaws.com.cn", ".aws", ".cloudfront.net")
+# The console is under amazon.com, the API and data endpoints under the
+# others.
+_AWS_SUFFIXES = (
+    ".amazonaws.com",
+    ".amazonaws.com.cn",
+    ".amazon.com",
+    ".aws",
+    ".cloudfront.net",
+)
 
 Logger = structlog.typing.FilteringBoundLogger
 

@@ -321,6 +321,13 @@ def test_skew_limits_come_from_the_settings() -> None:
     assert "past 3 s" in outcome.detail
 
 
+def test_a_max_skew_below_the_warning_threshold_still_fails() -> None:
+    settings = ProbeSettings(max_skew=0.5)
+    outcome, _ = run(serve_time(offset=0.8), settings=settings)
+    assert (outcome.status, outcome.reason) == (Status.FAIL, Reason.CLOCK_SKEW)
+    assert "past 0.5 s" in outcome.detail
+
+
 @pytest.mark.parametrize("code", ["RATE", "DENY", "RSTR", "XYZW"])
 def test_a_kiss_of_death_is_a_protocol_error(code: str) -> None:
     outcome, _ = run(serve_time(stratum=0, ref_id=ref(code)))

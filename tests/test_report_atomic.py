@@ -16,6 +16,7 @@ import errno
 import json
 import os
 import socket
+import stat
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -119,6 +120,23 @@ def test_a_whole_write_replaces_the_file(previous: Path) -> None:
     write_atomic(previous, NEW)
     assert previous.read_text(encoding="utf-8") == NEW
     assert left_in(previous.parent) == ["report.json"]
+
+
+def test_a_new_report_is_readable_as_open_would_make_it(
+    tmp_path: Path,
+) -> None:
+    umask = os.umask(0o022)
+    try:
+        write_atomic(tmp_path / "report.json", NEW)
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "report.json").stat().st_mode) == 0o644
+
+
+def test_a_replaced_report_keeps_its_mode(previous: Path) -> None:
+    previous.chmod(0o640)
+    write_atomic(previous, NEW)
+    assert stat.S_IMODE(previous.stat().st_mode) == 0o640
 
 
 # On a real file system that is full.

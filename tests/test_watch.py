@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.cli import main
@@ -91,6 +92,29 @@ def test_last_success_survives_a_restart(tmp_path: Path) -> None:
     again, _store, _seen = make_watch(tmp_path, Rounds([{NFS: "fail"}]))
     assert again.state.last_success == passed
     assert store.last_passes().keys() == passed.keys()
+
+
+def test_a_round_that_raises_is_logged_and_the_watch_goes_on(
+    tmp_path: Path,
+) -> None:
+    rounds = Rounds([{NFS: "pass"}])
+    calls = 0
+
+    async def flaky(on_result: Callable[[Result], None]) -> dict[str, Any]:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise OSError(101, "Network is unreachable")
+        return await rounds(on_result)
+
+    watch, store, _seen = make_watch(tmp_path, flaky)
+    with structlog.testing.capture_logs() as logs:
+        done = asyncio.run(watch.run(Schedule(every=0.01, rounds=3, jitter=0.0)))
+    assert done == 3
+    assert store.round_count() == 2
+    failed = [e for e in logs if e["event"] == "round.failed"]
+    assert len(failed) == 1
+    assert "Network is unreachable" in failed[0]["error"]
 
 
 def test_a_slow_round_delays_the_next_and_is_counted(tmp_path: Path) -> None:

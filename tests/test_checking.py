@@ -1,0 +1,39 @@
+"""A check's plan: typed host names resolved once and strictly for a
+check, every round and leniently for a watch."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from agent import checking, inputs
+from agent.cli import build_parser
+from agent.errors import UsageError
+
+ARGV = ["check", "--type", "volume", "--region", "us-east-1"]
+HOSTS = ["--gateway", "gw.invalid", "--ntp-server", "127.0.0.1"]
+
+
+def test_a_check_refuses_a_name_that_does_not_resolve() -> None:
+    args = build_parser().parse_args([*ARGV, *HOSTS])
+    with pytest.raises(UsageError, match=r"--gateway gw\.invalid: does not"):
+        checking.prepare_check(args)
+
+
+def test_a_watch_plan_takes_it_and_looks_again_each_round() -> None:
+    args = build_parser().parse_args([*ARGV, *HOSTS])
+    plan = checking.prepare_check(args, refresh_names=True)
+    assert plan.refresh_names
+    assert plan.options.addresses == {}
+    assert plan.typed == {"gw.invalid": "--gateway", "127.0.0.1": "--ntp-server"}
+
+    refreshed = asyncio.run(checking._refresh_addresses(plan.options, plan.typed))
+    assert refreshed.addresses == {"127.0.0.1": "127.0.0.1"}
+
+
+def test_names_are_resolved_together_within_one_timeout() -> None:
+    hosts = {"a.invalid": "--gateway", "127.0.0.1": "--ntp-server"}
+    addresses, failures = asyncio.run(inputs.resolve_hosts(hosts, 1.0))
+    assert addresses == {"127.0.0.1": "127.0.0.1"}
+    assert list(failures) == ["a.invalid"]
