@@ -235,9 +235,9 @@ def _report(
         if None in choice.values():
             raise UsageError("bundle: give both --type and --region to run a check")
         return _run_check(args, choice), "a check run for this bundle"
-    saved = store.last_report() if store is not None else None
+    saved = store.last_report(complete=True) if store is not None else None
     if saved is not None:
-        return saved, f"the last round kept in {state_dir}"
+        return saved, f"the last whole round kept in {state_dir}"
     if None not in choice.values():
         ran = _run_check(args, choice)
         return ran, "a check run for this bundle (SGW_REACH_TYPE and _REGION)"

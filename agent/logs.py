@@ -50,9 +50,15 @@ class FileSink:
             self.close()
         return event
 
-    def _write(self, line: str) -> None:
+    def open(self) -> None:
+        """Open the file now, so that one that cannot be written is told
+        at the start (OSError), not found out later and dropped."""
         if self._stream is None:
             self._stream = self.path.open("a", encoding="utf-8")
+
+    def _write(self, line: str) -> None:
+        self.open()
+        assert self._stream is not None
         self._stream.write(line)
         self._stream.flush()
         if self._stream.tell() > self._limit:

@@ -6,7 +6,8 @@ What is replaced by ``REDACTED``:
   the whole user part when there is no password (a token as user name);
 - the value of a query parameter, ``NAME=value`` pair, JSON member or
   mapping key whose name looks secret (``token``, ``key``, ``sig``,
-  ``password``, ``secret``, ``credential``, ``auth``, ``signature``...,
+  ``password``, ``secret``, ``credential``, ``auth``,
+  ``signature``, ``jwt``, ``sid``, ``sessionid``...,
   as in ``X-Amz-Signature``, ``activationKey`` or ``AWS_SECRET_ACCESS_KEY``),
   unless its last word says it is not the secret itself (``key_prefix``,
   ``AuthMethod``, ``token_type``, ``SSH_AUTH_SOCK``);
@@ -14,6 +15,9 @@ What is replaced by ``REDACTED``:
 - the credentials of ``Authorization``, ``Proxy-Authorization``,
   ``Cookie`` and ``X-Amz-Security-Token`` headers, to the end of the line
   (the scheme, such as ``Basic``, is kept);
+- the password of a proxy setting written without a scheme
+  (``proxy=user:password@host``), and a ``Bearer`` token anywhere in free
+  text;
 - AWS access key ids (``AKIA`` or ``ASIA`` and 16 more characters);
 - Storage Gateway activation keys (five groups of five), all but their
   first group, as the report itself shows them.
@@ -35,7 +39,9 @@ REDACTED = "REDACTED"
 
 # Words that make a name secret; the name is split into words at
 # punctuation and at lower-to-upper case changes.
-_SECRET_WORDS = frozenset({"key", "sig", "auth", "pass", "token", "secret"})
+_SECRET_WORDS = frozenset(
+    {"key", "sig", "auth", "pass", "token", "secret", "jwt", "sid"}
+)
 _SECRET_PARTS = (
     "password",
     "passwd",
@@ -48,6 +54,7 @@ _SECRET_PARTS = (
     "apikey",
     "accesskey",
     "privatekey",
+    "sessionid",
 )
 # A last word that names something about the secret, not the secret.
 _NOT_SECRET_LAST = frozenset(
@@ -101,6 +108,14 @@ _PAIR_VALUE = re.compile(
     r"\"(?P<value_dq>(?:[^\"\\\n]|\\.)*)\"|'(?P<value_sq>[^'\n]*)'"
     r"|(?P<value_bare>(?:[^\s&\"'<>\\]|\\(?![rnt\"]))+)"
 )
+# A proxy setting without a scheme, ``https_proxy=user:password@host``,
+# as a log line or a configuration file may quote it.
+_BARE_USERINFO = re.compile(
+    r"(?i)(?P<open>\b[\w.\-]*proxy[\w.\-]*[\"']?[ \t]*[=:][ \t]*[\"']?)"
+    r"(?P<user>[^\s:@/\"']+):(?P<password>[^\s@/\"']+)@"
+)
+# A bearer token outside any header: ``Bearer eyJ...``.
+_BEARER = re.compile(r"(?P<scheme>\bBearer[ \t]+)(?P<token>[\w\-.~+/]+=*)")
 _ACCESS_KEY_ID = re.compile(r"(?:AKIA|ASIA)[A-Z0-9]{16}")
 _ACTIVATION_KEY = re.compile(r"(?P<first>[A-Z0-9]{5})(?:-[A-Z0-9]{5}){4}")
 
@@ -121,6 +136,8 @@ def redact_text(text: str) -> str:
     """``text`` with every secret it shows replaced."""
     text = _HEADER.sub(_header, text)
     text = _URL_USERINFO.sub(_userinfo, text)
+    text = _BARE_USERINFO.sub(_bare_userinfo, text)
+    text = _BEARER.sub(_bearer, text)
     text = _AWS_SECRET.sub(r"\g<name>\g<sep>" + REDACTED, text)
     text = _redact_values(text, _MEMBER_NAME, _MEMBER_VALUE)
     text = _redact_values(text, _PAIR_NAME, _PAIR_VALUE)
@@ -137,6 +154,18 @@ def _userinfo(match: re.Match[str]) -> str:
     user, colon, _password = match["userinfo"].partition(":")
     kept = f"{user}:{REDACTED}" if colon else REDACTED
     return f"{match['scheme']}{kept}@"
+
+
+def _bare_userinfo(match: re.Match[str]) -> str:
+    if match["password"] == REDACTED:
+        return match[0]
+    return f"{match['open']}{match['user']}:{REDACTED}@"
+
+
+def _bearer(match: re.Match[str]) -> str:
+    if match["token"] == REDACTED:
+        return match[0]
+    return f"{match['scheme']}{REDACTED}"
 
 
 def _redact_values(text: str, opening: re.Pattern[str], value: re.Pattern[str]) -> str:

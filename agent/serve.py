@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -47,7 +48,10 @@ class WatchState:
     last_report: dict[str, Any] | None = None
     rounds: dict[str, int] = field(default_factory=dict)
     overruns: int = 0
+    # Rounds that ended in an exception, not a report.
+    failures: int = 0
     last_success: dict[tuple[str, str, int], float] = field(default_factory=dict)
+    started: float = field(default_factory=time.time)
 
     def record(self, report: dict[str, Any]) -> None:
         """Take in a finished round's report."""
@@ -87,6 +91,16 @@ class WatchCollector(Collector):
             "sgw_reach_round_overruns",
             "Rounds that took longer than the interval.",
             value=state.overruns,
+        )
+        yield CounterMetricFamily(
+            "sgw_reach_round_failures",
+            "Rounds that broke off with an error instead of a report.",
+            value=state.failures,
+        )
+        yield GaugeMetricFamily(
+            "sgw_reach_watch_start_timestamp_seconds",
+            "When the watch started, in seconds since the epoch.",
+            value=state.started,
         )
         if state.last_report is not None:
             yield from _round_metrics(state.last_report)

@@ -25,6 +25,8 @@ from typing import Any
 
 DATABASE = "sgw-reach.db"
 
+# The layout of the tables below, kept in the file's user_version.
+_VERSION = 1
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS rounds (
     id INTEGER PRIMARY KEY,
@@ -108,13 +110,20 @@ class Store:
         path = prepare_state_dir(state_dir) / DATABASE
         try:
             connection = sqlite3.connect(path, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{path}: cannot use the database: {exc}") from exc
+        try:
             connection.execute("PRAGMA foreign_keys = ON")
             connection.execute("PRAGMA journal_mode = WAL")
             # WAL with NORMAL sync: a crash may lose the last round, never
             # corrupt the file.
             connection.execute("PRAGMA synchronous = NORMAL")
             connection.executescript(_SCHEMA)
+            # A write now, so that a database file that cannot be written
+            # is an error at the start, not a round lost later.
+            connection.execute(f"PRAGMA user_version = {_VERSION}")
         except sqlite3.Error as exc:
+            connection.close()
             raise StoreError(f"{path}: cannot use the database: {exc}") from exc
         return cls(connection, path)
 
@@ -242,8 +251,13 @@ class Store:
             )
         return by_age + by_count
 
-    def last_report(self) -> dict[str, Any] | None:
-        rows = self._read("SELECT report FROM rounds ORDER BY id DESC LIMIT 1")
+    def last_report(self, complete: bool = False) -> dict[str, Any] | None:
+        """The last round's report; with ``complete``, the last round that
+        a stop did not cut short."""
+        rows = self._read(
+            "SELECT report FROM rounds WHERE interrupted <= ? ORDER BY id DESC LIMIT 1",
+            0 if complete else 1,
+        )
         return dict(json.loads(rows[0][0])) if rows else None
 
     def last_passes(self) -> dict[tuple[str, str, int], str]:

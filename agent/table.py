@@ -48,6 +48,8 @@ def _heading(report: dict[str, Any]) -> str:
         parts.append(f"gateway {report['gateway']}")
     if report["appliance"]:
         parts.append("hardware appliance")
+    if report.get("interrupted"):
+        parts.append("interrupted: only the rules measured before the stop")
     return ", ".join(parts)
 
 

@@ -172,6 +172,7 @@ class Watch:
             report = task.result()
         except Exception as exc:
             _log.error("round.failed", error=f"{type(exc).__name__}: {exc}")
+            self.state.failures += 1
             return
         self._keep(report, interrupted=False)
 
@@ -229,15 +230,27 @@ def run(
 ) -> int:
     """Start the watch from parsed options, logging at ``level``;
     ``prepare`` validates the check and returns a runner of one round."""
+    if args.format == "junit":
+        raise UsageError(
+            "--format junit: a watch prints a line or a JSON report per "
+            "round; `sgw-reach report --format junit` converts a saved one"
+        )
     state_dir = args.state_dir or default_state_dir()
     try:
         store = Store.open(state_dir)
     except StoreError as exc:
         raise UsageError(f"--state-dir {exc}") from exc
+    sink = FileSink(state_dir / LOG_FILE)
     try:
+        sink.open()
         run_round = prepare()
-        return asyncio.run(_main(args, run_round, store, state_dir, level))
+        return asyncio.run(_main(args, run_round, store, sink, level))
+    except OSError as exc:
+        raise UsageError(
+            f"--state-dir {state_dir}: cannot write {LOG_FILE}: {exc.strerror or exc}"
+        ) from exc
     finally:
+        sink.close()
         store.close()
 
 
@@ -245,10 +258,9 @@ async def _main(
     args: argparse.Namespace,
     run_round: RoundRunner,
     store: Store,
-    state_dir: Path,
+    sink: FileSink,
     level: str,
 ) -> int:
-    sink = FileSink(state_dir / LOG_FILE)
     configure(level, sink=sink)
     watch = Watch(
         run_round,
@@ -266,7 +278,6 @@ async def _main(
     finally:
         if server is not None:
             server.close()
-        sink.close()
     return 0
 
 

@@ -36,6 +36,9 @@ SECRETS = (
     "deadbeefcafe1234",
     "tok3nValue99",
     "AKIAIOSFODNN7EXAMPLE",
+    "hunt3rTwo",
+    "eyJbearer0Token",
+    "jwtValue77",
 )
 
 
@@ -91,6 +94,8 @@ def write_logs(state: Path) -> None:
     (state / "agent.log.1").write_text(
         "".join(f'{{"event": "old", "n": {n}}}\n' for n in range(5))
         + "plain line with ?token=tok3nValue99\n"
+        + "proxy=alice:hunt3rTwo@proxy:3128 and Bearer eyJbearer0Token\n"
+        + "GET /x?jwt=jwtValue77\n"
     )
     (state / "agent.log").write_text(
         json.dumps(
@@ -148,7 +153,7 @@ def test_bundle_from_the_store_leaks_no_planted_secret(
     assert environment["proxy"]["http_proxy"] == "user:REDACTED@proxy:3128"
     assert "AWS_SECRET_ACCESS_KEY" not in found["environment.json"][1].decode()
     logs = found["logs.txt"][1].decode().splitlines()
-    assert len(logs) == 8
+    assert len(logs) == 10
     assert "ABCDE-REDACTED" in logs[-2]
 
 
@@ -274,6 +279,22 @@ def test_the_matrix_given_goes_in(
     assert main([*argv, "--matrix", str(matrix)]) == 0
     capsys.readouterr()
     assert members(output)["matrix.toml"][1].startswith(b"# mine\n")
+
+
+def test_a_round_cut_short_is_passed_over(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = tmp_path / "state"
+    whole = make_report({"common.dns-udp": "pass", "common.ntp": "pass"})
+    fill_store(state, whole)
+    store = Store.open(state)
+    store.save_round(make_report({"common.ntp": "fail"}), interrupted=True)
+    store.close()
+    output = tmp_path / "b.tar.gz"
+    argv = ["bundle", "--state-dir", str(state), "--output", str(output)]
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert json.loads(members(output)["report.json"][1]) == whole
 
 
 def usage_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:

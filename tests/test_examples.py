@@ -19,6 +19,8 @@ METRICS = {
     "sgw_reach_rule_last_success_timestamp_seconds",
     "sgw_reach_rounds_total",
     "sgw_reach_round_overruns_total",
+    "sgw_reach_round_failures_total",
+    "sgw_reach_watch_start_timestamp_seconds",
     "sgw_reach_round_duration_seconds",
     "sgw_reach_last_round_timestamp_seconds",
 }

@@ -60,6 +60,13 @@ CASES = [
     ),
     ('{"token": "t", "name": "n"}', '{"token": "REDACTED", "name": "n"}'),
     ("{'api_key': 'k'}", "{'api_key': 'REDACTED'}"),
+    ("proxy=alice:hunter2@proxy:3128", "proxy=alice:REDACTED@proxy:3128"),
+    ('"https_proxy": "bob:pw@p:8"', '"https_proxy": "bob:REDACTED@p:8"'),
+    ("sent Bearer eyJhbGciOi.x-y_z== then", "sent Bearer REDACTED then"),
+    (
+        "/x?jwt=abc&sessionid=zz&sid=q",
+        "/x?jwt=REDACTED&sessionid=REDACTED&sid=REDACTED",
+    ),
 ]
 
 

@@ -17,6 +17,7 @@ from agent.table import render_report
 from probes.base import Outcome, ProbeRequest, ProbeSettings, Reason, Status
 from probes.registry import PROBES
 from rules import load_endpoints, load_matrix
+from tests import reports
 from tests.schema import validate_report
 
 MATRIX = load_matrix(None, PROBES.keys())
@@ -171,3 +172,10 @@ def test_table_groups_rules_and_shared_remedies() -> None:
     assert "to each of them" in text
     assert text.rstrip().endswith("Verdict: FAIL")
     assert all(len(line) <= 120 for line in text.splitlines())
+
+
+def test_an_interrupted_report_says_so_in_its_heading() -> None:
+    report = reports.make_report({"common.ntp": "pass"})
+    report["interrupted"] = True
+    heading = render_report(report, width=100).splitlines()[0]
+    assert "interrupted" in heading

@@ -52,6 +52,18 @@ def test_a_rule_missing_from_a_round_keeps_its_last_state(tmp_path: Path) -> Non
     assert store.rounds()[1]["interrupted"] is True
 
 
+def test_the_last_whole_round_passes_over_an_interrupted_one(
+    tmp_path: Path,
+) -> None:
+    store = Store.open(tmp_path)
+    whole = make_report({NFS: "pass", SMB: "pass"})
+    cut = make_report({SMB: "fail"})
+    store.save_round(whole)
+    store.save_round(cut, interrupted=True)
+    assert store.last_report() == cut
+    assert store.last_report(complete=True) == whole
+
+
 def test_history_of_one_rule_newest_first(tmp_path: Path) -> None:
     store = Store.open(tmp_path)
     for status in ("pass", "fail", "pass"):

@@ -7,6 +7,8 @@ import asyncio
 import json
 import os
 import socket
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -115,6 +117,7 @@ def test_a_round_that_raises_is_logged_and_the_watch_goes_on(
     failed = [e for e in logs if e["event"] == "round.failed"]
     assert len(failed) == 1
     assert "Network is unreachable" in failed[0]["error"]
+    assert watch.state.failures == 1
 
 
 def test_a_slow_round_delays_the_next_and_is_counted(tmp_path: Path) -> None:
@@ -202,6 +205,8 @@ def test_pages_over_http(tmp_path: Path) -> None:
     assert values[key("sgw_reach_rounds_total", verdict="pass")] == 1
     assert values[key("sgw_reach_rounds_total", verdict="fail")] == 1
     assert values[key("sgw_reach_round_overruns_total")] == 0
+    assert values[key("sgw_reach_round_failures_total")] == 0
+    assert key("sgw_reach_watch_start_timestamp_seconds") in values
     assert key("sgw_reach_round_duration_seconds") in values
     assert key("sgw_reach_last_round_timestamp_seconds") in values
     assert json.loads(got["/report"][1])["summary"]["verdict"] == "fail"
@@ -317,6 +322,7 @@ def test_watch_command_runs_bounded_rounds(
         (["--listen", "9877"], "--listen: '9877': give the address"),
         (["--listen", "host name:1"], "is not a host name"),
         (["--state-dir", "/proc/1/nope"], "--state-dir /proc/1/nope"),
+        (["--format", "junit"], "--format junit: a watch prints"),
     ],
 )
 def test_watch_bad_input_is_one_line(
@@ -353,3 +359,50 @@ def test_listen_on_a_taken_port_is_one_line(
     err = capsys.readouterr().err
     assert f"--listen 127.0.0.1:{port}: cannot listen" in err
     assert err.count("\n") == 1
+
+
+def _without_file_override(argv: list[str]) -> list[str]:
+    """argv run as a process that file permissions bind: root without the
+    capabilities that override them."""
+    if os.geteuid() != 0:
+        return argv
+    drop = "-dac_override,-dac_read_search,-fowner"
+    return ["setpriv", "--bounding-set", drop, "--", *argv]
+
+
+@pytest.mark.parametrize("read_only", ["", "sgw-reach.db", "agent.log"])
+def test_a_state_dir_that_cannot_be_written_fails_at_the_start(
+    tmp_path: Path, read_only: str
+) -> None:
+    state = tmp_path / "state"
+    Store.open(state).close()
+    (state / "agent.log").write_text("")
+    (state / read_only).chmod(0o500 if not read_only else 0o400)
+    argv = [
+        sys.executable,
+        "-m",
+        "agent",
+        "watch",
+        "--type",
+        "file",
+        "--region",
+        "us-east-1",
+        "--only",
+        "file.nfs.mountd-udp",
+        "--rounds",
+        "1",
+        "--state-dir",
+        str(state),
+    ]
+    done = subprocess.run(
+        _without_file_override(argv),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert f"--state-dir {state}" in lines[0]
+    assert done.stdout == ""
