@@ -4,18 +4,23 @@ proves it.
 Every input is checked before any probe runs, and a bad one ends the
 command with one line that names it and exit code 2: usage errors never
 print a traceback. Exit codes: 0 when every required rule passed, 1 when
-one failed, 2 for usage and input errors, 130 when interrupted.
+one failed, 2 for usage and input errors, 130 when interrupted (SIGINT),
+143 when terminated (SIGTERM, as ``docker stop`` sends it). An interrupted
+command writes no report: a report file given is left as it was.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import json
 import os
+import signal
 import sys
-from collections.abc import Collection, Sequence
+import threading
+from collections.abc import Collection, Iterator, Sequence
 from typing import Any, NoReturn
 
 from agent import bundle, diagnosis, environ, inputs, show, trace, watch
@@ -35,6 +40,12 @@ PROG = "sgw-reach"
 EXIT_FAIL = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived. A KeyboardInterrupt, so that asyncio stops the
+    loop and cancels the probes for it as it does for SIGINT."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -144,29 +155,56 @@ def add_check_arguments(
     environ.apply_environment(parser, os.environ)
 
 
-# One return per command: the dispatch reads as a list of them.
-def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911
+def main(argv: Sequence[str] | None = None) -> int:
+    with _sigterm_interrupts():
+        try:
+            return _dispatch(argv)
+        except UsageError as exc:
+            print(f"{PROG}: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        except Terminated:
+            print(f"{PROG}: terminated", file=sys.stderr)
+            return EXIT_TERMINATED
+        except KeyboardInterrupt:
+            print(f"{PROG}: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM raises Terminated while the command runs. Without it, the
+    agent as a container's process 1 would ignore ``docker stop``: the
+    kernel gives process 1 no default action for SIGTERM. A watch sets
+    its own handler, which finishes the round in flight."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        args = build_parser().parse_args(argv)
-        level = args.log_level or _default_level()
-        configure(level)
-        if args.command == "rules":
-            return _rules(args)
-        if args.command == "watch":
-            return watch.run(args, lambda: _round_runner(args), level)
-        if args.command == "trace":
-            return trace.run(args)
-        if args.command == "bundle":
-            return bundle.run(args)
-        if args.command == "report":
-            return show.run(args)
-        return _check(args)
-    except UsageError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_terminated(_signum: int, _frame: object) -> None:
+    raise Terminated
+
+
+def _dispatch(argv: Sequence[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    level = args.log_level or _default_level()
+    configure(level)
+    if args.command == "rules":
+        return _rules(args)
+    if args.command == "watch":
+        return watch.run(args, lambda: _round_runner(args), level)
+    if args.command == "trace":
+        return trace.run(args)
+    if args.command == "bundle":
+        return bundle.run(args)
+    if args.command == "report":
+        return show.run(args)
+    return _check(args)
 
 
 def _round_runner(args: argparse.Namespace) -> watch.RoundRunner:

@@ -15,9 +15,11 @@ from __future__ import annotations
 import errno
 import json
 import os
+import signal
 import socket
 import stat
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from agent import report
 from agent.cli import main
 from agent.environ import PREFIX
 from agent.report import write_atomic
+from rules.matrix import default_matrix_path
 
 OLD = '{"report": "previous"}\n'
 NEW = '{"report": "next", "padding": "' + "x" * 100_000 + '"}\n'
@@ -254,3 +257,65 @@ def test_check_output_on_a_full_disk_prints_the_report_and_one_error(
     assert "Traceback" not in captured.err
     assert output.read_text(encoding="utf-8") == OLD
     assert left_in(small_disk) == ["filler", "report.json"]
+
+
+# Interrupted by a signal: the probes wait on a tarpit, a server that
+# accepts and never answers, when the signal comes.
+
+
+@pytest.mark.parametrize(
+    ("signum", "code", "word"),
+    [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")],
+)
+def test_a_signal_mid_check_leaves_the_previous_report(
+    previous: Path, signum: signal.Signals, code: int, word: str
+) -> None:
+    with socket.socket() as tarpit:
+        tarpit.bind(("127.0.0.1", 0))
+        tarpit.listen()
+        port = tarpit.getsockname()[1]
+        matrix = previous.parent / "matrix.toml"
+        text = default_matrix_path().read_text(encoding="utf-8")
+        start = text.index('id = "common.support-ssh"')
+        at = text.index("port = 22", start)
+        matrix.write_text(text[:at] + f"port = {port}" + text[at + 9 :])
+        argv = [
+            sys.executable,
+            "-m",
+            "agent",
+            "check",
+            "--type",
+            "volume",
+            "--region",
+            "us-east-1",
+            "--only",
+            "common.support-ssh",
+            "--support-host",
+            "127.0.0.1",
+            "--matrix",
+            str(matrix),
+            "--timeout",
+            "60",
+            "--output",
+            str(previous),
+        ]
+        with subprocess.Popen(
+            argv, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        ) as process:
+            accepted, _ = _accept_within(tarpit, 30.0)
+            with accepted:
+                process.send_signal(signum)
+                out, err = process.communicate(timeout=30)
+    assert process.returncode == code, err
+    assert err.strip().splitlines()[-1] == f"sgw-reach: {word}"
+    assert "Traceback" not in err
+    assert out == ""
+    assert previous.read_text(encoding="utf-8") == OLD
+    assert left_in(previous.parent) == ["matrix.toml", "report.json"]
+
+
+def _accept_within(
+    listener: socket.socket, seconds: float
+) -> tuple[socket.socket, Any]:
+    listener.settimeout(seconds)
+    return listener.accept()
