@@ -52,7 +52,6 @@ import struct
 import subprocess
 import sys
 import tarfile
-import tempfile
 import threading
 import time
 from collections import Counter, deque
@@ -68,7 +67,7 @@ from agent import inputs
 from agent.checking import prepare_check, run_round
 from agent.errors import UsageError
 from agent.redact import redact, redact_environ, redact_text
-from agent.report import agent_version
+from agent.report import agent_version, write_atomic
 from agent.store import Store, StoreError, default_state_dir
 from rules import load_endpoints
 from rules.endpoints import default_endpoints_path
@@ -389,27 +388,14 @@ def _tar_info(member: Member, mtime: int) -> tarfile.TarInfo:
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` whole (a temporary file beside it, then a
-    rename), or raise UsageError naming it and leave nothing behind."""
-    folder = path.parent if str(path.parent) else Path()
+    """Write ``data`` to ``path`` whole, as reports are written, or raise
+    UsageError naming it and leave nothing behind."""
     try:
-        handle, temporary = tempfile.mkstemp(
-            prefix=f".{path.name}.", suffix=".tmp", dir=folder
-        )
+        write_atomic(path, data)
     except OSError as exc:
-        raise UsageError(f"--output {path}: cannot write: {exc.strerror}") from exc
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        if isinstance(exc, OSError):
-            raise UsageError(f"--output {path}: cannot write: {exc.strerror}") from exc
-        raise
+        raise UsageError(
+            f"--output {path}: cannot write: {exc.strerror or exc}"
+        ) from exc
 
 
 def _iso(moment: datetime) -> str:

@@ -163,8 +163,9 @@ def to_json(report: dict[str, Any]) -> str:
     return json.dumps(report, indent=2, sort_keys=False) + "\n"
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` whole, or leave the old file untouched.
+def write_atomic(path: Path, content: str | bytes) -> None:
+    """Write ``content`` (text as UTF-8) to ``path`` whole, or leave the
+    old file untouched.
 
     The new file keeps the mode of the one it replaces; a first one gets
     the mode ``open`` would give it under the umask, not mkstemp's 0600,
@@ -177,8 +178,9 @@ def write_atomic(path: Path, text: str) -> None:
     )
     try:
         os.fchmod(handle, mode)
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
+        data = content.encode() if isinstance(content, str) else content
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, path)

@@ -13,6 +13,7 @@ import io
 import json
 import os
 import socket
+import stat
 import tarfile
 import time
 from collections.abc import Iterator
@@ -279,6 +280,22 @@ def test_the_matrix_given_goes_in(
     assert main([*argv, "--matrix", str(matrix)]) == 0
     capsys.readouterr()
     assert members(output)["matrix.toml"][1].startswith(b"# mine\n")
+
+
+def test_the_archive_is_readable_as_open_would_make_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = tmp_path / "state"
+    fill_store(state, make_report({"common.dns-udp": "pass"}))
+    output = tmp_path / "b.tar.gz"
+    umask = os.umask(0o022)
+    try:
+        argv = ["bundle", "--state-dir", str(state), "--output", str(output)]
+        assert main(argv) == 0
+    finally:
+        os.umask(umask)
+    capsys.readouterr()
+    assert stat.S_IMODE(output.stat().st_mode) == 0o644
 
 
 def test_a_round_cut_short_is_passed_over(
