@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ipaddress
 import os
 import socket
 import ssl
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -226,11 +228,40 @@ async def _lookup(name: str, timeout: float) -> tuple[str | None, str]:
 
 
 async def _first_address(name: str, timeout: float) -> str:
-    loop = asyncio.get_running_loop()
     async with asyncio.timeout(timeout):
-        infos = await loop.getaddrinfo(name, None, type=socket.SOCK_STREAM)
+        infos = await _getaddrinfo(name)
     families = sorted(infos, key=lambda info: info[0] != socket.AF_INET)
     return str(families[0][4][0])
+
+
+AddrInfo = list[tuple[Any, Any, int, str, tuple[Any, ...]]]
+
+
+async def _getaddrinfo(name: str) -> AddrInfo:
+    """getaddrinfo in a daemon thread of its own: a resolver that hangs
+    past the timeout keeps the thread, not the command, which would wait
+    for the loop's own executor to finish before it could exit."""
+    loop = asyncio.get_running_loop()
+    answer: asyncio.Future[AddrInfo] = loop.create_future()
+
+    def settle(infos: AddrInfo | None, error: OSError | None) -> None:
+        if answer.done():
+            return
+        if error is not None:
+            answer.set_exception(error)
+        else:
+            answer.set_result(infos or [])
+
+    def look_up() -> None:
+        try:
+            infos, error = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM), None
+        except OSError as exc:
+            infos, error = None, exc
+        with contextlib.suppress(RuntimeError):  # the loop has closed
+            loop.call_soon_threadsafe(settle, infos, error)
+
+    threading.Thread(target=look_up, name=f"resolve {name}", daemon=True).start()
+    return await answer
 
 
 def system_resolvers(path: Path = RESOLV_CONF) -> list[str]:

@@ -4,6 +4,9 @@ check, every round and leniently for a watch."""
 from __future__ import annotations
 
 import asyncio
+import socket
+import threading
+import time
 
 import pytest
 
@@ -37,3 +40,24 @@ def test_names_are_resolved_together_within_one_timeout() -> None:
     addresses, failures = asyncio.run(inputs.resolve_hosts(hosts, 1.0))
     assert addresses == {"127.0.0.1": "127.0.0.1"}
     assert list(failures) == ["a.invalid"]
+
+
+def test_a_resolver_that_hangs_costs_the_timeout_not_more(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    release = threading.Event()
+
+    def hang(*_args: object, **_kwargs: object) -> list[object]:
+        release.wait(30)
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure")
+
+    monkeypatch.setattr(socket, "getaddrinfo", hang)
+    started = time.monotonic()
+    try:
+        with pytest.raises(UsageError, match="no answer in time"):
+            inputs.resolve_all({"slow.test": "--gateway"}, 0.2)
+        waited = time.monotonic() - started
+    finally:
+        release.set()
+    # Far below the 30 s the lookup holds its thread.
+    assert waited < 20
