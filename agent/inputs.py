@@ -16,6 +16,7 @@ import ipaddress
 import os
 import socket
 import ssl
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -173,8 +174,21 @@ def output_file(text: str) -> Path:
     folder = path.parent if str(path.parent) else Path()
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text}: is a folder, not a file")
-    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+    if not folder.is_dir():
         raise argparse.ArgumentTypeError(f"{text}: folder {folder} is not writable")
+    # A real file made and removed, as the report's own temporary file
+    # will be: permission bits alone do not tell (root, read-only mounts,
+    # /proc).
+    try:
+        handle, temporary = tempfile.mkstemp(
+            prefix=f".{path.name}.", suffix=".tmp", dir=folder
+        )
+        os.close(handle)
+        os.unlink(temporary)
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(
+            f"{text}: folder {folder} is not writable ({exc.strerror or exc})"
+        ) from None
     return path
 
 

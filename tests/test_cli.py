@@ -38,6 +38,8 @@ BASE = ["check", "--type", "volume", "--region", "us-east-1"]
         ([*BASE, "--bucket", "Bad_Bucket"], "Bad_Bucket"),
         ([*BASE, "--ca-bundle", "/nonexistent/ca.pem"], "/nonexistent/ca.pem"),
         ([*BASE, "--output", "/nonexistent/dir/r.json"], "/nonexistent/dir"),
+        # Permission bits would let root write there; the file system not.
+        ([*BASE, "--output", "/proc/r.json"], "/proc/r.json"),
         ([*BASE, "--only", "no.such.rule"], "no.such.rule"),
         ([*BASE, "--skip", "9999"], "9999"),
         ([*BASE, "--format", "xml"], "xml"),
