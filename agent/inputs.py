@@ -330,6 +330,22 @@ def duration(text: str) -> float:
     return value
 
 
+_MAX_DAYS = 3650.0
+
+
+def days(text: str) -> float:
+    """A number of days above 0, fractions allowed (0.5 is 12 hours)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= _MAX_DAYS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of days above 0 and at most {_MAX_DAYS:g}"
+        )
+    return value
+
+
 def positive_count(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 10**9:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number above 0")

@@ -67,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="where the store and the log are kept (default "
         "$SGW_REACH_STATE_DIR, $STATE_DIRECTORY or ~/.local/state/sgw-reach)",
     )
-    add("--keep-days", metavar="DAYS", type=inputs.seconds, default=7.0)
+    add("--keep-days", metavar="DAYS", type=inputs.days, default=7.0)
     add("--keep-rounds", metavar="N", type=inputs.positive_count, default=2000)
     add(
         "--listen",
@@ -84,11 +84,14 @@ class Schedule:
     jitter: float | None = None
 
     def pause(self, elapsed: float) -> float:
-        """Seconds to wait after a round that took ``elapsed``."""
+        """Seconds to wait after a round that took ``elapsed``: none after
+        a round that overran, else the rest of the interval and a jitter."""
+        if elapsed >= self.every:
+            return 0.0
         cap = self.jitter
         if cap is None:
             cap = min(self.every * _JITTER_SHARE, _JITTER_CAP)
-        return max(0.0, self.every - elapsed) + random.uniform(0.0, cap)
+        return self.every - elapsed + random.uniform(0.0, cap)
 
 
 @dataclass(frozen=True)
