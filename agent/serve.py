@@ -3,7 +3,9 @@
 ``/metrics`` is the Prometheus text format, built from the last round
 each time it is scraped, so a rule that leaves the plan leaves the
 metrics too. ``/healthz`` answers 200 when the last round passed and 503
-otherwise (before the first round as well). ``/report`` is the last JSON
+otherwise (before the first round as well, and once the last round is
+older than ``stale_after`` seconds: a watch whose rounds have stopped
+coming is not healthy, whatever its last verdict). ``/report`` is the last JSON
 report; ``/history?rule=ID[&limit=N]`` the latest results of one rule.
 
 The server is small on purpose: GET and HEAD only, one request per
@@ -183,9 +185,12 @@ _PHRASES = {
 class Pages:
     """The answers of the HTTP server, from the watch's state and store."""
 
-    def __init__(self, state: WatchState, store: Store) -> None:
+    def __init__(
+        self, state: WatchState, store: Store, stale_after: float | None = None
+    ) -> None:
         self._state = state
         self._store = store
+        self._stale_after = stale_after
         self._registry = CollectorRegistry(auto_describe=False)
         self._registry.register(WatchCollector(state))
 
@@ -214,6 +219,9 @@ class Pages:
             f"{summary['verdict']}: {summary['failed']} failed,"
             f" {summary['errors']} errors at {report['finished_at']}\n"
         )
+        age = time.time() - epoch(report["finished_at"])
+        if self._stale_after is not None and age > self._stale_after:
+            return _text(503, f"stale, no round for {age:.0f} s; last {line}")
         return _text(200 if self._state.healthy else 503, line)
 
     def _report(self, _query: dict[str, list[str]]) -> Response:

@@ -299,11 +299,18 @@ async def _listen(
         return None
     host, port = args.listen
     try:
-        return await serve(Pages(watch.state, store), host, port)
+        pages = Pages(watch.state, store, stale_after(args))
+        return await serve(pages, host, port)
     except OSError as exc:
         raise UsageError(
             f"--listen {host}:{port}: cannot listen: {exc.strerror or exc}"
         ) from exc
+
+
+def stale_after(args: argparse.Namespace) -> float:
+    """How old the last round may be before /healthz calls the watch
+    stale: three intervals, and the longest a round itself may take."""
+    return 3 * args.every + args.timeout + args.diagnose_timeout
 
 
 def _emit(

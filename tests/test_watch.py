@@ -3,6 +3,7 @@ rounds come from a stand-in runner (the lab tests run real ones)."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -19,10 +20,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agent.cli import main
 from agent.report import Result, Run, build_report, now
-from agent.serve import Pages, serve
+from agent.serve import Pages, WatchState, serve
 from agent.store import Change, Retention, Store
-from agent.watch import Describe, Schedule, Watch
-from tests.reports import result
+from agent.watch import Describe, Schedule, Watch, stale_after
+from tests.reports import make_report, result
 
 NFS = "file.nfs.nfs-tcp"
 SMB = "file.smb.smb-direct-tcp"
@@ -411,3 +412,22 @@ def test_a_state_dir_that_cannot_be_written_fails_at_the_start(
     assert len(lines) == 1, done.stderr
     assert f"--state-dir {state}" in lines[0]
     assert done.stdout == ""
+
+
+def test_healthz_is_503_once_the_last_round_is_stale(tmp_path: Path) -> None:
+    store = Store.open(tmp_path)
+    state = WatchState()
+    report = make_report({NFS: "pass"})
+    state.record(report)
+    fresh = Pages(state, store, stale_after=60.0).answer("/healthz")
+    assert fresh.status == 200
+    state.last_report = {**report, "finished_at": "2020-01-01T00:00:00.000Z"}
+    stale = Pages(state, store, stale_after=60.0).answer("/healthz")
+    assert stale.status == 503
+    assert stale.body.startswith(b"stale, no round for ")
+    assert Pages(state, store).answer("/healthz").status == 200
+
+
+def test_stale_after_allows_three_intervals_and_a_round() -> None:
+    args = argparse.Namespace(every=300.0, timeout=5.0, diagnose_timeout=10.0)
+    assert stale_after(args) == 915.0
