@@ -310,7 +310,7 @@ async def _listen(
 def stale_after(args: argparse.Namespace) -> float:
     """How old the last round may be before /healthz calls the watch
     stale: three intervals, and the longest a round itself may take."""
-    return 3 * args.every + args.timeout + args.diagnose_timeout
+    return float(3 * args.every + args.timeout + args.diagnose_timeout)
 
 
 def _emit(
