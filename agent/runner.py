@@ -50,6 +50,7 @@ async def run_checks(
         nonlocal done
         if check.decided is not None:
             result = _result(check, check.decided, 0.0)
+            _log_result(_logger(check), result)
         else:
             async with gate:
                 probe = probes[check.rule.probe]
@@ -65,12 +66,7 @@ async def run_checks(
 async def _run_one(
     check: Check, probe: Probe, settings: ProbeSettings, timeout: float
 ) -> Result:
-    log = structlog.get_logger("sgw_reach.probe").bind(
-        rule=check.rule.id,
-        host=check.host,
-        port=check.port,
-        probe=check.rule.probe,
-    )
+    log = _logger(check)
     loop = asyncio.get_running_loop()
     started = loop.time()
     deadline = Deadline(started + timeout)
@@ -86,6 +82,26 @@ async def _run_one(
     log.debug("probe.start", timeout=timeout)
     outcome = await _guarded(probe, request, log)
     result = _result(check, outcome, (loop.time() - started) * 1000)
+    _log_result(log, result)
+    return result
+
+
+Logger = structlog.typing.FilteringBoundLogger
+
+
+def _logger(check: Check) -> Logger:
+    log: Logger = structlog.get_logger("sgw_reach.probe").bind(
+        rule=check.rule.id,
+        host=check.host,
+        port=check.port,
+        probe=check.rule.probe,
+    )
+    return log
+
+
+def _log_result(log: Logger, result: Result) -> None:
+    """The one INFO event of every result, a probe's or one decided
+    without a probe (a rule skipped for a missing input)."""
     log.info(
         "probe.result",
         status=str(result.status),
@@ -94,12 +110,9 @@ async def _run_one(
         duration_ms=round(result.duration_ms, 1),
         detail=result.detail,
     )
-    return result
 
 
-async def _guarded(
-    probe: Probe, request: ProbeRequest, log: structlog.typing.FilteringBoundLogger
-) -> Outcome:
+async def _guarded(probe: Probe, request: ProbeRequest, log: Logger) -> Outcome:
     try:
         async with asyncio.timeout_at(request.deadline.when + GRACE_SECONDS):
             return await probe(request)

@@ -1,4 +1,5 @@
-"""Logging: the file copy a watch keeps for the support bundle."""
+"""Logging: events on standard error, and the file copy a watch keeps
+for the support bundle."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import io
 import json
 from pathlib import Path
 
+import pytest
 import structlog
 
+from agent.cli import main
 from agent.logs import FileSink, configure
 
 
@@ -45,3 +48,20 @@ def test_a_file_that_cannot_be_written_is_left_alone(tmp_path: Path) -> None:
     configure("info", stream, sink)
     structlog.get_logger("test").info("still.logged")
     assert "still.logged" in stream.getvalue()
+
+
+def test_a_rule_skipped_without_a_probe_still_logs_its_result(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["check", "--type", "volume", "--region", "us-east-1"]
+    assert main([*argv, "--only", "iscsi.target", "--format", "json"]) == 0
+    err = capsys.readouterr().err
+    # Standard error is no terminal here: one JSON object per line.
+    events = [json.loads(line) for line in err.splitlines()]
+    results = [e for e in events if e["event"] == "probe.result"]
+    assert len(results) == 1
+    skipped = results[0]
+    assert skipped["level"] == "info"
+    assert (skipped["rule"], skipped["port"]) == ("iscsi.target", 3260)
+    assert (skipped["status"], skipped["reason"]) == ("skip", "not-configured")
+    assert skipped["probe"] == "iscsi"
