@@ -120,8 +120,10 @@ async def _run(
     endpoints: Endpoints,
     on_result: Callable[[Result], None] | None = None,
 ) -> list[Result]:
-    """Find the domain controllers if asked, then run every check."""
-    if options.ad_domain and not options.ad_servers:
+    """Find the domain controllers if asked and a rule selected needs
+    them, then run every check."""
+    wants_ad = any(rule.destination == "ad" for rule in rules)
+    if wants_ad and options.ad_domain and not options.ad_servers:
         found = await find_controllers(
             options.ad_domain, options.dns_servers, Deadline.after(options.timeout)
         )

@@ -61,3 +61,20 @@ def test_a_resolver_that_hangs_costs_the_timeout_not_more(
         release.set()
     # Far below the 30 s the lookup holds its thread.
     assert waited < 20
+
+
+def test_no_controller_lookup_without_a_directory_rule(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    asked: list[str] = []
+
+    async def find(domain: str, *_args: object) -> object:
+        asked.append(domain)
+        raise AssertionError("looked up controllers")
+
+    monkeypatch.setattr(checking, "find_controllers", find)
+    argv = [*ARGV, "--only", "iscsi.target", "--ad-domain", "corp.test"]
+    plan = checking.prepare_check(build_parser().parse_args(argv))
+    report = asyncio.run(checking.run_round(plan))
+    assert asked == []
+    assert [r["rule"] for r in report["results"]] == ["iscsi.target"]
