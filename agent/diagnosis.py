@@ -4,8 +4,10 @@ For each failed rule whose failure is about the path (dropped, refused,
 rejected, unreachable), the raw-packet diagnostics of
 :mod:`probes.pathdiag` run once per distinct address, port and transport,
 all at once and within one deadline, and their finding is attached to
-every result that shares it. Raw sockets need root or CAP_NET_RAW; without
-them the run says so once and goes on without diagnostics.
+every result that shares it. A UDP trace sends the rule's probe's own
+first datagram (a DNS query, an NTP request...), as the probe did. Raw
+sockets need root or CAP_NET_RAW; without them the run says so once and
+goes on without diagnostics.
 
 :mod:`probes.pathdiag` loads scapy, which takes most of a second, so it is
 imported here only when diagnostics are asked for.
@@ -22,6 +24,7 @@ import structlog
 
 from agent.report import Result
 from probes.base import Deadline, Reason, Status, Transport
+from probes.registry import udp_request
 
 # A user or a container image can make diagnostics the default.
 ENV_SETTING = "SGW_REACH_DIAGNOSE"
@@ -49,7 +52,11 @@ async def diagnose_failures(
     results: list[Result], timeout: float
 ) -> tuple[list[Result], dict[str, Any]]:
     """Attach a diagnosis to each path failure; say what was done."""
-    keys = {_key(r) for r in results if wanted(r)}
+    # Each target once, with the probe whose datagram a UDP trace sends.
+    keys: dict[Key, str] = {}
+    for result in results:
+        if wanted(result):
+            keys.setdefault(_key(result), result.rule.probe)
     if not keys:
         return results, {"ran": False, "reason": "no path failure to diagnose"}
     from probes import pathdiag
@@ -60,7 +67,7 @@ async def diagnose_failures(
             "diagnose.unavailable", reason=missing
         )
         return results, {"ran": False, "reason": missing}
-    found = await _run_all(sorted(keys), Deadline.after(timeout))
+    found = await _run_all(dict(sorted(keys.items())), Deadline.after(timeout))
     attached = [
         replace(r, diagnosis=found.get(_key(r))) if wanted(r) else r for r in results
     ]
@@ -71,14 +78,15 @@ def _key(result: Result) -> Key:
     return (result.address or "", result.port, result.rule.transport)
 
 
-async def _run_all(keys: list[Key], deadline: Deadline) -> dict[Key, Any]:
+async def _run_all(keys: dict[Key, str], deadline: Deadline) -> dict[Key, Any]:
     from probes import pathdiag
 
     async def one(key: Key) -> dict[str, Any]:
         address, port, transport = key
+        payload = udp_request(keys[key]) if transport == "udp" else None
         try:
             found = await pathdiag.diagnose(
-                address, port, Transport(transport), deadline
+                address, port, Transport(transport), deadline, payload=payload
             )
         except Exception as exc:
             # A broken diagnostic must not cost the check its report.

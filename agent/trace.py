@@ -2,8 +2,11 @@
 
 The same raw-packet diagnostics that ``check --diagnose`` runs for failed
 rules (a SYN probe, a trace on the service port, the path MTU), for one
-host and port. Exit code 0 when the destination was reached, 1 when the
-path breaks, 2 for bad input or when raw sockets are not available.
+host and port. With ``--udp``, the trace sends the datagram the matrix's
+probe on that port sends (a DNS query on 53, an NTP request on 123, an
+RPC call on 111...), else one zero byte. Exit code 0 when the
+destination was reached, 1 when the path breaks, 2 for bad input or when
+raw sockets are not available.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from typing import Any
 from agent import inputs
 from agent.errors import UsageError
 from probes.base import Deadline, Transport
+from probes.registry import PROBES, udp_request
+from rules import load_matrix
 
 SCHEMA_ID = "sgw-reach/trace/v1"
 
@@ -66,8 +71,24 @@ async def _diagnose(
 ) -> dict[str, Any]:
     from probes import pathdiag
 
-    found = await pathdiag.diagnose(address, port, transport, Deadline.after(timeout))
+    payload = udp_payload(port) if transport is Transport.UDP else None
+    found = await pathdiag.diagnose(
+        address, port, transport, Deadline.after(timeout), payload=payload
+    )
     return dict(found.as_json())
+
+
+def udp_payload(port: int) -> bytes | None:
+    """The first datagram of the matrix's UDP probe on ``port`` (a DNS
+    query on 53, an NTP request on 123...); None where no probe of the
+    matrix sends one of its own there."""
+    matrix = load_matrix(None, PROBES.keys())
+    for rule in matrix.rules:
+        if rule.transport == "udp" and rule.port == port:
+            payload = udp_request(rule.probe)
+            if payload is not None:
+                return payload
+    return None
 
 
 def render(report: dict[str, Any]) -> str:

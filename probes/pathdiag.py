@@ -814,7 +814,7 @@ def summarize(
     (the SYN probe's for TCP), the trace and the path MTU."""
     heard = _decisive(direct, trace)
     if heard is None:
-        return _silence(trace)
+        return _silence(flow, trace)
     answer = heard.answer
     kind = answer.kind
     if kind in (Reply.SYN_ACK, Reply.ANSWER):
@@ -838,15 +838,22 @@ def _decisive(direct: Heard | None, trace: TraceFinding | None) -> Heard | None:
     return None
 
 
-def _silence(trace: TraceFinding | None) -> str:
-    if trace is None:
-        return "filtered: no answer"
-    last = trace.last
-    if last is None:
-        return "dropped before the first hop"
-    if trace.end is End.BEYOND:
+def _silence(flow: Flow, trace: TraceFinding | None) -> str:
+    """Silence, said as what it proves: for TCP a drop, since a host that
+    is reached answers a SYN; for UDP it may also be a service that gets
+    the datagram and does not answer, which no packet can tell apart."""
+    last = None if trace is None else trace.last
+    if trace is not None and last is not None and trace.end is End.BEYOND:
         return f"not reached within {trace.max_hops} hops (last {last.address})"
-    return f"dropped after {last.address} (hop {last.ttl})"
+    if trace is None:
+        where = "no answer"
+    elif last is None:
+        where = "dropped before the first hop"
+    else:
+        where = f"dropped after {last.address} (hop {last.ttl})"
+    if flow.transport is Transport.UDP:
+        return f"{where}, or a UDP service that does not answer"
+    return "filtered: no answer" if trace is None else where
 
 
 def _reached(flow: Flow, mtu: MtuFinding | None) -> str:

@@ -1,12 +1,17 @@
 """The one registry of probes: the names the matrix may use, and their code.
 
+``udp_request`` gives the first datagram a UDP probe sends, so that path
+diagnostics on a UDP rule send what the probe sends: a firewall that
+inspects payloads (DNS, NTP) treats the trace as it treats the probe.
+
 Importing this module imports every probe module, none of which pulls in
 anything slow (scapy is never imported from here).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import secrets
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
 from probes import (
@@ -24,6 +29,14 @@ from probes import (
     tls,
 )
 from probes.base import Probe
+from probes.oncrpc import (
+    MOUNT_PROG,
+    MOUNT_VERS,
+    NFS_PROG,
+    PMAP_PROG,
+    PMAP_VERS,
+    null_call,
+)
 
 PROBES: Mapping[str, Probe] = MappingProxyType(
     {
@@ -46,3 +59,32 @@ PROBES: Mapping[str, Probe] = MappingProxyType(
         "udp-path": port.probe_udp_path,
     }
 )
+
+
+# The name the DNS probe's diagnostic datagram asks for: any name does
+# for the path, and this one every resolver the gateway uses must know.
+_DIAGNOSTIC_NAME = "amazonaws.com"
+_NFS_V3 = 3
+
+
+def _rpc_null(prog: int, vers: int) -> Callable[[], bytes]:
+    return lambda: null_call(secrets.randbits(32), prog, vers).encode()
+
+
+_UDP_REQUESTS: Mapping[str, Callable[[], bytes]] = MappingProxyType(
+    {
+        "dns": lambda: dns.make_query(_DIAGNOSTIC_NAME).to_wire(),
+        "ntp": lambda: ntp.build_request(secrets.randbits(64)),
+        "nbns": lambda: netbios.node_status_request(secrets.randbelow(0x10000)),
+        "portmap": _rpc_null(PMAP_PROG, PMAP_VERS),
+        "nfs": _rpc_null(NFS_PROG, _NFS_V3),
+        "mountd": _rpc_null(MOUNT_PROG, MOUNT_VERS),
+    }
+)
+
+
+def udp_request(probe: str) -> bytes | None:
+    """A fresh first datagram of the UDP probe named ``probe``, or None
+    for a probe that sends no request of its own (``udp-path``)."""
+    make = _UDP_REQUESTS.get(probe)
+    return None if make is None else make()

@@ -716,6 +716,22 @@ SUMMARIES: list[
     ),
     ("dropped at once", TCP_FLOW, None, trace(), None, "dropped before the first hop"),
     (
+        "UDP silence past a hop",
+        UDP_FLOW,
+        None,
+        trace((1, time_exceeded(ROUTER)), flow=UDP_FLOW),
+        None,
+        "dropped after 10.233.1.1 (hop 1), or a UDP service that does not answer",
+    ),
+    (
+        "UDP silence at once",
+        UDP_FLOW,
+        None,
+        trace(flow=UDP_FLOW),
+        None,
+        "dropped before the first hop, or a UDP service that does not answer",
+    ),
+    (
         "too far",
         TCP_FLOW,
         None,
