@@ -6,6 +6,7 @@ the statuses asked, without running a probe.
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,7 +24,9 @@ _REASONS = {
 }
 
 
+@functools.cache
 def rule(rule_id: str) -> Rule:
+    """A rule of the packaged matrix (read once: rules are frozen)."""
     matrix = load_matrix(None, PROBES.keys())
     return next(r for r in matrix.rules if r.id == rule_id)
 

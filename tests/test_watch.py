@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import socket
 import subprocess
 import sys
+import tracemalloc
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -264,10 +266,12 @@ def open_descriptors() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-def test_a_long_watch_keeps_descriptors_flat(tmp_path: Path) -> None:
+def test_a_long_watch_keeps_descriptors_tasks_and_memory_flat(
+    tmp_path: Path,
+) -> None:
     plan = [{NFS: "pass", SMB: "pass"}, {NFS: "fail", SMB: "pass"}]
-    watch, store, _seen = make_watch(tmp_path, Rounds(plan * 200))
-    counts: list[int] = []
+    watch, store, seen = make_watch(tmp_path, Rounds(plan * 200))
+    counts: list[tuple[int, int, int]] = []
 
     async def scenario() -> None:
         server = await serve(Pages(watch.state, store), "127.0.0.1", 0)
@@ -275,12 +279,24 @@ def test_a_long_watch_keeps_descriptors_flat(tmp_path: Path) -> None:
         for _ in range(30):
             await watch.run(Schedule(every=0.001, rounds=10, jitter=0.0))
             assert (await http_get(port, "/metrics"))[0] == 200
-            counts.append(open_descriptors())
+            # What the test itself keeps of each round is not the watch's.
+            seen.clear()
+            gc.collect()
+            memory = tracemalloc.get_traced_memory()[0]
+            counts.append((open_descriptors(), len(asyncio.all_tasks()), memory))
         server.close()
 
-    asyncio.run(scenario())
+    tracemalloc.start()
+    try:
+        asyncio.run(scenario())
+    finally:
+        tracemalloc.stop()
     assert store.round_count() == 50
-    assert max(counts[5:]) <= counts[4], counts
+    descriptors, tasks, memory = zip(*counts, strict=True)
+    assert max(descriptors[5:]) <= descriptors[4], descriptors
+    assert set(tasks) == {tasks[0]}, tasks
+    # Past the first rounds, a leak of even a result a round would show.
+    assert max(memory[5:]) - memory[4] < 256 * 1024, memory
 
 
 def test_watch_command_runs_bounded_rounds(
