@@ -101,6 +101,19 @@ def failed(
     return Outcome(Status.FAIL, reason, detail, dict(evidence), remedy)
 
 
+def held_open(server: str, where: str) -> str:
+    """The remedy when a TCP connection opens and then nothing comes: not
+    a drop, since the handshake got through, but something that accepts
+    and holds the connection (a tarpit, a proxy or IPS) or a server that
+    hangs. ``server`` names what should have answered ("the SSH server")."""
+    return (
+        f"The TCP connection to {where} opens but {server} never answers: "
+        "something accepts and holds it (a firewall, IPS or proxy), or the "
+        "server hangs. Find what listens there, and let the protocol "
+        "through or restart the server."
+    )
+
+
 def warned(
     reason: Reason, detail: str, remedy: str = "", **evidence: JSONValue
 ) -> Outcome:

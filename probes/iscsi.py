@@ -56,6 +56,7 @@ from probes.base import (
     ProbeRequest,
     Reason,
     failed,
+    held_open,
     passed,
     printable,
 )
@@ -750,4 +751,6 @@ def _silent(run: _Run, waited_s: float) -> Outcome:
             f"the iSCSI target on {run.where} stopped answering during "
             f"{run.plan.step} (waited {waited} s)"
         )
-    return failed(Reason.TIMEOUT, detail, "", **evidence)
+    return failed(
+        Reason.TIMEOUT, detail, held_open("the iSCSI target", run.where), **evidence
+    )

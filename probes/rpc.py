@@ -65,6 +65,7 @@ from probes.base import (
     Reason,
     Transport,
     failed,
+    held_open,
     passed,
     printable,
     warned,
@@ -990,6 +991,7 @@ def _tcp_timeout(place: _Place, data: bytes, waited_s: float) -> Outcome:
             Reason.TIMEOUT,
             f"the TCP connection to {place.where} opened but no RPC reply "
             f"came in {waited} s",
+            held_open(f"the {place.service}", place.where),
             waited_s=waited,
         )
     if is_rpc_reply_start(data[4:]):

@@ -61,6 +61,7 @@ from probes.base import (
     ProbeRequest,
     Reason,
     failed,
+    held_open,
     passed,
     printable,
     warned,
@@ -955,6 +956,7 @@ def _stalled(place: _Place, exchange: _Exchange) -> Outcome:
     return failed(
         Reason.TIMEOUT,
         f"the TCP connection to {place.where} opened but {what} in {waited} s",
+        held_open("the SMB server", place.where),
         connect_ms=exchange.connect_ms,
         waited_s=waited,
         first_bytes=printable(data),

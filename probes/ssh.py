@@ -40,6 +40,7 @@ from probes.base import (
     ProbeRequest,
     Reason,
     failed,
+    held_open,
     passed,
     printable,
 )
@@ -296,6 +297,7 @@ def _silent(conn: Connection, port: int, waited_s: float, data: bytes) -> Outcom
         f"the TCP connection to {conn.address} port {port} opened but "
         f"{what} in {waited} s: a tarpit, or a proxy holding the "
         "connection",
+        held_open("the SSH server", f"{conn.address} port {port}"),
         connect_ms=conn.connect_ms,
         waited_s=waited,
         first_bytes=printable(data),
