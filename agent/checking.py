@@ -24,7 +24,7 @@ from agent.progress import Progress
 from agent.report import Result, Run, build_report, now
 from agent.runner import run_checks
 from probes.base import Deadline, ProbeSettings
-from probes.registry import PROBES
+from probes.registry import PROBES, TRANSPORTS
 from rules import Endpoints, Rule, load_endpoints, load_matrix
 
 _log = structlog.get_logger("sgw_reach.check")
@@ -32,7 +32,7 @@ _log = structlog.get_logger("sgw_reach.check")
 
 def load_rules(args: argparse.Namespace) -> tuple[list[Rule], Endpoints]:
     try:
-        matrix = load_matrix(args.matrix, PROBES.keys())
+        matrix = load_matrix(args.matrix, PROBES.keys(), TRANSPORTS)
         endpoints = load_endpoints()
     except ValueError as exc:
         raise UsageError(str(exc)) from exc

@@ -60,6 +60,32 @@ PROBES: Mapping[str, Probe] = MappingProxyType(
     }
 )
 
+_TCP = frozenset({"tcp"})
+_UDP = frozenset({"udp"})
+_BOTH = _TCP | _UDP
+
+# The transports each probe speaks, for the matrix's consistency check.
+TRANSPORTS: Mapping[str, frozenset[str]] = MappingProxyType(
+    {
+        "activation": _TCP,
+        "dns": _BOTH,
+        "iscsi": _TCP,
+        "ldap": _TCP,
+        "ldaps": _TCP,
+        "mountd": _BOTH,
+        "nbns": _UDP,
+        "nfs": _BOTH,
+        "ntp": _UDP,
+        "portmap": _BOTH,
+        "proxy": _TCP,
+        "smb": _TCP,
+        "smb-netbios": _TCP,
+        "ssh": _TCP,
+        "tcp": _TCP,
+        "tls": _TCP,
+        "udp-path": _UDP,
+    }
+)
 
 # The name the DNS probe's diagnostic datagram asks for: any name does
 # for the path, and this one every resolver the gateway uses must know.

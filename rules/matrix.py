@@ -83,8 +83,16 @@ def default_matrix_path() -> Path:
     return Path(str(resources.files("rules").joinpath("matrix.toml")))
 
 
-def load_matrix(path: Path | None, known_probes: Collection[str]) -> Matrix:
-    """Read a matrix file and check each rule, or raise :class:`MatrixError`."""
+def load_matrix(
+    path: Path | None,
+    known_probes: Collection[str],
+    transports: Mapping[str, Collection[str]] | None = None,
+) -> Matrix:
+    """Read a matrix file and check each rule, or raise :class:`MatrixError`.
+
+    ``transports``, when given, says which transports each probe speaks:
+    a rule that gives a probe another one is refused.
+    """
     where = path or default_matrix_path()
     document = read_toml(where)
     rows = document.get("rule")
@@ -93,7 +101,7 @@ def load_matrix(path: Path | None, known_probes: Collection[str]) -> Matrix:
     rules: list[Rule] = []
     seen: set[str] = set()
     for index, row in enumerate(rows, start=1):
-        rule = _parse_rule(row, index, where, known_probes)
+        rule = _parse_rule(row, index, where, known_probes, transports or {})
         if rule.id in seen:
             raise MatrixError(f"{where}: rule {rule.id}: duplicate id")
         seen.add(rule.id)
@@ -130,7 +138,11 @@ _OPTIONAL = frozenset({"table_rule", "appliance", "targets"})
 
 
 def _parse_rule(
-    row: object, index: int, where: Path, known_probes: Collection[str]
+    row: object,
+    index: int,
+    where: Path,
+    known_probes: Collection[str],
+    transports: Mapping[str, Collection[str]],
 ) -> Rule:
     if not isinstance(row, dict):
         raise MatrixError(f"{where}: rule #{index}: not a table")
@@ -143,7 +155,7 @@ def _parse_rule(
     if row["direction"] not in set(Direction):
         raise bad(f"direction must be inbound or outbound, not {row['direction']!r}")
     rule = _build_rule(row)
-    problem = _inconsistency(rule, known_probes)
+    problem = _inconsistency(rule, known_probes) or _mismatch(rule, transports)
     if problem:
         raise bad(problem)
     return rule
@@ -191,6 +203,12 @@ def _inconsistency(rule: Rule, known_probes: Collection[str]) -> str:
         (not 1 <= rule.port <= 65535, f"port {rule.port} out of range 1-65535"),
         (rule.transport not in ("tcp", "udp"), "transport must be tcp or udp"),
         (rule.probe not in known_probes, f"unknown probe {rule.probe!r}"),
+        (
+            rule.table_rule is not None and not 1 <= rule.table_rule <= 99,
+            f"table_rule {rule.table_rule} out of range 1-99",
+        ),
+        (not rule.purpose.strip(), "purpose is empty"),
+        (rule.source == rule.destination, "source and destination are the same"),
         (not rule.types, "types is empty"),
         (
             bool(rule.types - set(GATEWAY_TYPES)),
@@ -215,6 +233,16 @@ def _inconsistency(rule: Rule, known_probes: Collection[str]) -> str:
         if wrong:
             return message
     return ""
+
+
+def _mismatch(rule: Rule, transports: Mapping[str, Collection[str]]) -> str:
+    spoken = transports.get(rule.probe)
+    if spoken is None or rule.transport in spoken:
+        return ""
+    return (
+        f"probe {rule.probe!r} speaks {' and '.join(sorted(spoken))}, "
+        f"not {rule.transport}"
+    )
 
 
 def _unknown(values: Collection[str], allowed: Collection[str]) -> str:

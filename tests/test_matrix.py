@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from probes.registry import PROBES
+from probes.registry import PROBES, TRANSPORTS
 from rules import (
     GATEWAY_TYPES,
     MatrixError,
@@ -17,7 +17,7 @@ from rules import (
 
 
 def test_shipped_matrix_loads_with_every_row() -> None:
-    matrix = load_matrix(None, PROBES.keys())
+    matrix = load_matrix(None, PROBES.keys(), TRANSPORTS)
     ids = {rule.id for rule in matrix.rules}
     assert len(ids) == len(matrix.rules) == 30
     ports = {(r.port, r.transport) for r in matrix.rules}
@@ -90,6 +90,11 @@ purpose = "Name resolution."
         (("required = true", 'required = "yes"'), "required must be bool"),
         (('purpose = "Name resolution."', "colour = 1"), "unknown field"),
         (('destination = "dns"', 'destination = "aws"'), "needs targets"),
+        (('probe = "dns"', 'probe = "ssh"'), "probe 'ssh' speaks tcp, not udp"),
+        (('probe = "dns"', 'probe = "ntp"'), ""),
+        (("port = 53", "port = 53\ntable_rule = -4"), "table_rule -4 out of"),
+        (('purpose = "Name resolution."', 'purpose = " "'), "purpose is empty"),
+        (('destination = "dns"', 'destination = "gateway"'), "are the same"),
     ],
 )
 def test_bad_rows_name_file_rule_and_problem(
@@ -97,8 +102,12 @@ def test_bad_rows_name_file_rule_and_problem(
 ) -> None:
     path = tmp_path / "matrix.toml"
     path.write_text(GOOD_ROW.replace(*change))
+    if not message:
+        # A probe that speaks the rule's transport is fine.
+        load_matrix(path, PROBES.keys(), TRANSPORTS)
+        return
     with pytest.raises(MatrixError) as caught:
-        load_matrix(path, PROBES.keys())
+        load_matrix(path, PROBES.keys(), TRANSPORTS)
     text = str(caught.value)
     assert str(path) in text
     assert message in text
@@ -152,3 +161,8 @@ def test_endpoint_names_per_region_and_bucket() -> None:
 def test_unknown_region_is_refused() -> None:
     with pytest.raises(RegionError, match="us-east1"):
         load_endpoints().names("control", "us-east1")
+
+
+def test_every_probe_says_its_transports() -> None:
+    assert TRANSPORTS.keys() == PROBES.keys()
+    assert all(spoken <= {"tcp", "udp"} and spoken for spoken in TRANSPORTS.values())
