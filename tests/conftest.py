@@ -11,7 +11,11 @@ from typing import Any
 import pytest
 import structlog
 
+from agent import checking, watch
+from agent.report import build_report
+from tests import reports
 from tests.lab.fixtures import faults, lab, multihop, multihop_faults
+from tests.schema import validate_report
 
 __all__ = ["faults", "lab", "multihop", "multihop_faults"]
 
@@ -59,3 +63,18 @@ def _hosts_file_names() -> frozenset[str]:
 @pytest.fixture(autouse=True)
 def _no_lookups_off_the_machine(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket, "getaddrinfo", _local_getaddrinfo)
+
+
+@pytest.fixture(autouse=True)
+def _every_report_built_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every report built in a test's own process is checked against the
+    shipped JSON Schema as it is made; tests of a command run as another
+    process validate what it printed themselves."""
+
+    def validating(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        report = build_report(*args, **kwargs)
+        validate_report(report)
+        return report
+
+    for module in (checking, watch, reports):
+        monkeypatch.setattr(module, "build_report", validating)

@@ -140,6 +140,7 @@ def test_without_raw_sockets_the_check_goes_on(multihop: MultiHopLab) -> None:
     ]  # fmt: skip
     done = multihop.exec_client(argv, timeout=60)
     report = json.loads(done.stdout)
+    validate_report(report)
     assert report["diagnostics"]["ran"] is False
     assert "NET_RAW" in report["diagnostics"]["reason"].upper()
     assert report["results"][0]["diagnosis"] is None
