@@ -97,7 +97,29 @@ def _checks_for(rule: Rule, options: Options, endpoints: Endpoints) -> list[Chec
     port = rule.port
     if rule.destination == "proxy" and options.proxy is not None:
         port = options.proxy[1]
-    return [Check(rule, host, port, options.addresses.get(host)) for host in hosts]
+    path_style = _path_style_hosts(rule, options, endpoints)
+    return [
+        Check(rule, host, port, options.addresses.get(host), path_style.get(host))
+        for host in hosts
+    ]
+
+
+def _path_style_hosts(
+    rule: Rule, options: Options, endpoints: Endpoints
+) -> dict[str, Outcome]:
+    """The virtual-hosted names of buckets with dots, which TLS cannot
+    verify: S3's certificate is for ``*.s3.REGION...``, and a wildcard
+    covers one label only. Clients reach such buckets path-style, through
+    s3.REGION, which a target of the same rule proves."""
+    if rule.probe != "tls" or "bucket" not in rule.targets:
+        return {}
+    dotted = tuple(bucket for bucket in options.buckets if "." in bucket)
+    why = (
+        "skipped: a bucket name with dots is reached path-style, through "
+        f"s3.{options.region}, since S3's wildcard certificate cannot match it"
+    )
+    skipped = Outcome(Status.SKIP, Reason.NOT_APPLICABLE, why)
+    return dict.fromkeys(endpoints.names("bucket", options.region, dotted), skipped)
 
 
 def _targets(

@@ -13,6 +13,8 @@ import pytest
 from agent import checking, inputs
 from agent.cli import build_parser
 from agent.errors import UsageError
+from agent.plan import plan_checks
+from probes.base import Reason, Status
 
 ARGV = ["check", "--type", "volume", "--region", "us-east-1"]
 HOSTS = ["--gateway", "gw.invalid", "--ntp-server", "127.0.0.1"]
@@ -78,3 +80,20 @@ def test_no_controller_lookup_without_a_directory_rule(
     report = asyncio.run(checking.run_round(plan))
     assert asked == []
     assert [r["rule"] for r in report["results"]] == ["iscsi.target"]
+
+
+def test_a_bucket_with_dots_is_not_probed_virtual_hosted() -> None:
+    argv = [*ARGV, "--only", "common.aws-https"]
+    argv += ["--bucket", "my.logs.bucket", "--bucket", "plain-bucket"]
+    plan = checking.prepare_check(build_parser().parse_args(argv))
+    checks = plan_checks(plan.rules, plan.options, plan.endpoints)
+    by_host = {check.host: check for check in checks}
+    dotted = by_host["my.logs.bucket.s3.us-east-1.amazonaws.com"]
+    assert dotted.decided is not None
+    assert (dotted.decided.status, dotted.decided.reason) == (
+        Status.SKIP,
+        Reason.NOT_APPLICABLE,
+    )
+    assert "path-style" in dotted.decided.detail
+    assert by_host["plain-bucket.s3.us-east-1.amazonaws.com"].decided is None
+    assert by_host["s3.us-east-1.amazonaws.com"].decided is None
