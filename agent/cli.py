@@ -104,6 +104,9 @@ def _add_watch_command(commands: Any, common: argparse.ArgumentParser) -> None:
     )
     add_check_arguments(parser)
     watch.add_arguments(parser)
+    # Again, for the options only a watch has (SGW_REACH_EVERY,
+    # SGW_REACH_LISTEN...); the check's take the same values twice.
+    environ.apply_environment(parser, os.environ)
 
 
 def add_check_arguments(

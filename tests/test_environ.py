@@ -253,3 +253,29 @@ def test_the_diagnose_variable_agrees_with_its_old_reader(
 
 def _required_flags() -> list[str]:
     return ["--type", "file", "--region", "us-east-1"]
+
+
+def test_the_options_only_a_watch_has_take_variables_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, value in {
+        **REQUIRED,
+        "SGW_REACH_EVERY": "30s",
+        "SGW_REACH_LISTEN": "127.0.0.1:9877",
+        "SGW_REACH_KEEP_DAYS": "2",
+    }.items():
+        monkeypatch.setenv(name, value)
+    args = cli.build_parser().parse_args(["watch"])
+    assert (args.every, args.listen, args.keep_days) == (
+        30.0,
+        ("127.0.0.1", 9877),
+        2.0,
+    )
+    assert args.gateway_type == "file"
+    assert cli.build_parser().parse_args(["watch", "--every", "1m"]).every == 60.0
+
+
+def test_a_bad_watch_variable_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SGW_REACH_EVERY", "soon")
+    with pytest.raises(UsageError, match="SGW_REACH_EVERY"):
+        cli.build_parser()
