@@ -189,9 +189,9 @@ def default_output(created: datetime) -> Path:
 def _check_writable(output: Path) -> None:
     """Fail before a check runs, not after, when the archive cannot go
     where it is asked."""
-    folder = output.parent if str(output.parent) else Path()
-    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
-        raise UsageError(f"--output {output}: folder {folder} is not writable")
+    problem = inputs.unwritable(output)
+    if problem:
+        raise UsageError(f"--output {output}: {problem}")
 
 
 def _gather(

@@ -171,14 +171,24 @@ def ca_bundle(text: str) -> Path:
 def output_file(text: str) -> Path:
     """A file path whose folder exists and can be written."""
     path = Path(text)
+    problem = unwritable(path)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{text}: {problem}")
+    return path
+
+
+def unwritable(path: Path) -> str:
+    """Why a file cannot be written at ``path``, or "" when it can.
+
+    A real file is made and removed beside it, as a report's temporary
+    file will be: permission bits alone do not tell (root, read-only
+    mounts, /proc).
+    """
     folder = path.parent if str(path.parent) else Path()
     if path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text}: is a folder, not a file")
+        return "is a folder, not a file"
     if not folder.is_dir():
-        raise argparse.ArgumentTypeError(f"{text}: folder {folder} is not writable")
-    # A real file made and removed, as the report's own temporary file
-    # will be: permission bits alone do not tell (root, read-only mounts,
-    # /proc).
+        return f"folder {folder} is not writable"
     try:
         handle, temporary = tempfile.mkstemp(
             prefix=f".{path.name}.", suffix=".tmp", dir=folder
@@ -186,10 +196,8 @@ def output_file(text: str) -> Path:
         os.close(handle)
         os.unlink(temporary)
     except OSError as exc:
-        raise argparse.ArgumentTypeError(
-            f"{text}: folder {folder} is not writable ({exc.strerror or exc})"
-        ) from None
-    return path
+        return f"folder {folder} is not writable ({exc.strerror or exc})"
+    return ""
 
 
 def typed_hosts(args: argparse.Namespace) -> dict[str, str]:
