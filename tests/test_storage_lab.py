@@ -31,7 +31,9 @@ def storage(lab: Lab, gateway: str, *only: str, **kw: Any) -> dict[str, Any]:
     return check(lab, "--gateway", gateway, *selectors, **kw)
 
 
-@pytest.mark.parametrize("gateway_type", ["file-nfs", "file-smb", "volume"])
+@pytest.mark.parametrize(
+    "gateway_type", ["file-nfs", "file-smb", "file", "volume", "tape"]
+)
 def test_healthy_gateway_passes_storage_rules(lab: Lab, gateway_type: str) -> None:
     report = check(
         lab,
@@ -183,9 +185,14 @@ def test_ssh_on_ldap_ports_is_wrong_protocol(lab: Lab) -> None:
         ("iscsi.target", 3260, "tcp", "drop", "timeout"),
         ("iscsi.target", 3260, "tcp", "reset", "refused"),
         ("file.smb.smb-direct-tcp", 445, "tcp", "prohibited", "prohibited"),
+        ("file.smb.smb-direct-udp", 445, "udp", "prohibited", "prohibited"),
+        ("file.smb.netbios-session-tcp", 139, "tcp", "drop", "timeout"),
+        ("file.smb.netbios-session-udp", 139, "udp", "prohibited", "prohibited"),
+        ("file.nfs.portmapper-tcp", 111, "tcp", "reset", "refused"),
         ("file.nfs.portmapper-udp", 111, "udp", "drop", "timeout"),
         ("file.nfs.nfs-udp", 2049, "udp", "prohibited", "prohibited"),
         ("file.nfs.mountd-tcp", 20048, "tcp", "host-unreachable", "unreachable"),
+        ("file.nfs.mountd-udp", 20048, "udp", "drop", "timeout"),
     ],
 )
 def test_storage_faults(
@@ -194,6 +201,24 @@ def test_storage_faults(
     lab.fault(action, t.GATEWAY, port, proto)
     gateway_type = "volume" if rule == "iscsi.target" else "file"
     report = storage(lab, t.GATEWAY, rule, gateway_type=gateway_type)
+    result = one(report, rule)
+    assert result["reason"] == reason, result
+
+
+@pytest.mark.parametrize(
+    ("rule", "port", "proto", "action", "reason"),
+    [
+        ("file.ad.netbios-ns", 137, "udp", "drop", "timeout"),
+        ("file.ad.netbios-dgm", 138, "udp", "prohibited", "prohibited"),
+        ("file.ad.ldap", 389, "tcp", "reset", "refused"),
+        ("file.ad.ldaps", 636, "tcp", "drop", "timeout"),
+    ],
+)
+def test_directory_faults(
+    lab: Lab, rule: str, port: int, proto: str, action: str, reason: str
+) -> None:
+    lab.fault(action, t.DC, port, proto)
+    report = check(lab, "--ad-server", t.DC, "--only", rule, gateway_type="file")
     result = one(report, rule)
     assert result["reason"] == reason, result
 
