@@ -22,13 +22,14 @@ archive is written to a temporary file beside its destination, then
 renamed, so a reader never sees half of one; its members carry fixed
 owners and modes, and the creation time.
 
-Limits: the NTP offset is this host's, measured with one sample per
-server (each query bounded to 2 s, all of them to 5 s); the gateway's
-own clock is not measured. Interface addresses come from ``ip -j addr``
-when it is installed, otherwise from ioctls and ``/proc`` (one IPv4
-address per interface then). Exit code 0 when the archive was written,
-2 for bad input (an output that cannot be written, a state directory
-that is not a store, no report to put in).
+Limits: the NTP offset is this host's, measured with the NTP probe's
+exchange (only a reply that echoes the request's timestamp counts), one
+sample per server, each server bounded to 2 s and all of them to 5 s;
+the gateway's own clock is not measured. Interface addresses come from
+``ip -j addr`` when it is installed, otherwise from ioctls and ``/proc``
+(one IPv4 address per interface then). Exit code 0 when the archive was
+written, 2 for bad input (an output that cannot be written, a state
+directory that is not a store, no report to put in).
 """
 
 from __future__ import annotations
@@ -52,8 +53,6 @@ import struct
 import subprocess
 import sys
 import tarfile
-import threading
-import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -61,7 +60,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import ntplib
+import structlog
 
 from agent import inputs
 from agent.checking import prepare_check, run_round
@@ -69,6 +68,15 @@ from agent.errors import UsageError
 from agent.redact import redact, redact_environ, redact_text
 from agent.report import agent_version, write_atomic
 from agent.store import Store, StoreError, default_state_dir
+from probes import ntp
+from probes.base import (
+    Deadline,
+    Outcome,
+    ProbeRequest,
+    ProbeSettings,
+    Reason,
+    Transport,
+)
 from rules import load_endpoints
 from rules.endpoints import default_endpoints_path
 from rules.matrix import default_matrix_path
@@ -631,48 +639,76 @@ def measure_offsets(
 ) -> list[dict[str, Any]]:
     """This host's clock offset against each server, asked all at once.
 
-    Each query runs in a daemon thread, so one stuck in name resolution
-    neither holds the bundle past ``total_seconds`` nor the exit.
+    Each server is asked with the NTP probe's own exchange, so only a
+    reply that echoes the request's transmit timestamp as its origin
+    gives an offset; a stale or spoofed one does not. Whatever has not
+    answered when ``total_seconds`` runs out is reported as unanswered.
     """
     query = query_seconds or NTP_QUERY_SECONDS
     total = total_seconds or NTP_TOTAL_SECONDS
-    answers: dict[int, dict[str, Any]] = {}
-    lock = threading.Lock()
-
-    def ask(index: int, host: str, port: int) -> None:
-        answer = _ask_ntp(host, port, query)
-        with lock:
-            answers[index] = answer
-
-    threads = [
-        threading.Thread(target=ask, args=(i, host, port), daemon=True)
-        for i, (host, port) in enumerate(servers)
-    ]
-    for thread in threads:
-        thread.start()
-    deadline = time.monotonic() + total
-    for thread in threads:
-        thread.join(max(0.0, deadline - time.monotonic()))
-    with lock:
-        return [
-            answers.get(i)
-            or {"server": host, "port": port, "error": f"no answer in {total:g} s"}
-            for i, (host, port) in enumerate(servers)
-        ]
+    return asyncio.run(_measure_all(servers, query, total))
 
 
-def _ask_ntp(host: str, port: int, timeout: float) -> dict[str, Any]:
+async def _measure_all(
+    servers: Sequence[tuple[str, int]], query: float, total: float
+) -> list[dict[str, Any]]:
+    asks = [_ask_ntp(host, port, query) for host, port in servers]
+    tasks = [asyncio.create_task(ask) for ask in asks]
+    if tasks:
+        await asyncio.wait(tasks, timeout=total)
+    answers: list[dict[str, Any]] = []
+    for task, (host, port) in zip(tasks, servers, strict=True):
+        if task.done():
+            answers.append(task.result())
+            continue
+        task.cancel()
+        error = f"no answer in {total:g} s"
+        answers.append({"server": host, "port": port, "error": error})
+    return answers
+
+
+async def _ask_ntp(host: str, port: int, seconds: float) -> dict[str, Any]:
+    request = ProbeRequest(
+        host=host,
+        port=port,
+        transport=Transport.UDP,
+        deadline=Deadline.after(seconds),
+        settings=ProbeSettings(),
+        log=structlog.get_logger("sgw_reach.bundle").bind(
+            probe="ntp", host=host, port=port
+        ),
+    )
     try:
-        response = ntplib.NTPClient().request(
-            host, version=4, port=port, timeout=timeout
-        )
-    except (ntplib.NTPException, OSError, ValueError) as exc:
-        return {"server": host, "port": port, "error": str(exc) or type(exc).__name__}
+        outcome = await ntp.probe(request)
+    except Exception as exc:
+        # The clock is one fact among many: a probe's bug must not cost
+        # the whole bundle.
+        error = f"{type(exc).__name__}: {exc}"
+        return {"server": host, "port": port, "error": error}
+    return _measured(host, port, outcome)
+
+
+def _measured(host: str, port: int, outcome: Outcome) -> dict[str, Any]:
+    """The offset when a server's time came back, else why not.
+
+    A protocol error (a kiss-o'-death, zero timestamps) carries
+    timestamps that are not a time, so no offset is taken from it.
+    """
+    evidence = outcome.evidence
+    offset = evidence.get("offset_s")
+    rtt_ms = evidence.get("rtt_ms")
+    if (
+        outcome.reason is Reason.PROTOCOL_ERROR
+        or not isinstance(offset, int | float)
+        or not isinstance(rtt_ms, int | float)
+    ):
+        return {"server": host, "port": port, "error": outcome.detail}
     return {
         "server": host,
         "port": port,
-        "offset_s": round(float(response.offset), 6),
-        "delay_s": round(float(response.delay), 6),
-        "stratum": int(response.stratum),
-        "leap": int(response.leap),
+        "address": outcome.address,
+        "offset_s": offset,
+        "delay_s": round(rtt_ms / 1000, 6),
+        "stratum": evidence.get("stratum"),
+        "leap": evidence.get("leap"),
     }

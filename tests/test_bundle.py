@@ -8,6 +8,7 @@ point at an in-process server, and the default servers are replaced.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 import json
@@ -383,6 +384,39 @@ def test_ntp_is_bounded_in_total() -> None:
         for sock in silent:
             sock.close()
     assert [a["error"] for a in answers] == ["no answer in 0.3 s"] * 3
+
+
+def measure_while_serving(*handlers: Any) -> list[dict[str, Any]]:
+    """Measure the offsets against one loopback server per handler."""
+
+    async def scenario() -> list[dict[str, Any]]:
+        async with contextlib.AsyncExitStack() as stack:
+            started = [serving_udp(h) for h in handlers]
+            ports = [(await stack.enter_async_context(s))[1] for s in started]
+            servers = [("127.0.0.1", port) for port in ports]
+            return await asyncio.to_thread(bundle.measure_offsets, servers)
+
+    return asyncio.run(scenario())
+
+
+def test_ntp_takes_no_offset_from_a_wrong_origin() -> None:
+    spoofed, honest = measure_while_serving(
+        serve_time(offset=30.0, origin_delta=1), serve_time(offset=0.25)
+    )
+    assert "offset_s" not in spoofed
+    assert "origin" in spoofed["error"]
+    assert honest["offset_s"] == pytest.approx(0.25, abs=0.1)
+    assert honest["stratum"] == 2
+    assert honest["leap"] == 0
+    assert 0 <= honest["delay_s"] < 0.3
+
+
+def test_ntp_takes_no_offset_from_a_kiss_of_death() -> None:
+    (kissed,) = measure_while_serving(
+        serve_time(stratum=0, ref_id=int.from_bytes(b"DENY", "big"))
+    )
+    assert "offset_s" not in kissed
+    assert "DENY" in kissed["error"]
 
 
 def test_ntp_servers_come_from_the_report() -> None:
