@@ -10,7 +10,9 @@ is blocked on the way to it.
 
 An activation key is a secret for 30 minutes: reports and logs show only
 its first group (``ABCD1-*****-*****-*****-*****``), and
-:class:`Answer` keeps the key out of its repr.
+:class:`Answer` keeps the key out of its repr. On "internal error" the
+first bytes of the body are shown, as the gist of what went wrong, with
+anything shaped like a key masked the same way.
 
 Limits: only the gateway's answer is judged, not whether AWS accepts the
 key; a key is five groups of letters and digits joined by dashes, any
@@ -31,7 +33,15 @@ from probes.base import Outcome, ProbeRequest, Reason, failed, passed
 # Keys look like XXXXX-XXXXX-XXXXX-XXXXX-XXXXX: five groups of letters
 # and digits; the group length is not relied on.
 _KEY = re.compile(r"[A-Za-z0-9]{1,32}(?:-[A-Za-z0-9]{1,32}){4}")
+# Five or more such groups in a row: the whole run is masked, so a key
+# glued to other dashed words cannot show four of its groups.
+_KEY_RUN = re.compile(rb"[A-Za-z0-9]{1,32}(?:-[A-Za-z0-9]{1,32}){4,}")
 _INTERNAL_ERROR = "internal error"
+# The body's gist: enough for an error message, not a page.
+PREVIEW_BYTES = 80
+# Masking keeps lengths, so masking this much of the body covers every
+# key that starts within the preview, even one of five 32-long groups.
+_MASKED_BYTES = PREVIEW_BYTES + 5 * 33
 
 
 @dataclass(frozen=True)
@@ -42,6 +52,7 @@ class Answer:
     key: str | None = field(repr=False)
     location_host: str | None
     internal_error: bool
+    preview: str
 
 
 def activation_target(region: str) -> str:
@@ -71,7 +82,17 @@ def read_answer(response: http.Response, body: bytes) -> Answer:
         key=key,
         location_host=_host_of(location),
         internal_error=_INTERNAL_ERROR in said,
+        preview=body_preview(body),
     )
+
+
+def body_preview(body: bytes) -> str:
+    """The body's first bytes, printable, with key-shaped runs masked."""
+    start = body.strip()[:_MASKED_BYTES]
+    masked = _KEY_RUN.sub(
+        lambda found: mask(found[0].decode("ascii")).encode("ascii"), start
+    )
+    return http.preview(masked, PREVIEW_BYTES)
 
 
 def _key_in_body(text: str) -> str | None:
@@ -157,14 +178,16 @@ def judge(answer: Answer, where: str, region: str) -> Outcome:
             **evidence,
         )
     if answer.internal_error:
+        said = f" (it said '{answer.preview}')" if answer.preview else ""
         return failed(
             Reason.PROTOCOL_ERROR,
             f"the gateway at {where} answered internal error: it cannot "
-            "reach AWS itself",
+            f"reach AWS itself{said}",
             "Let the gateway reach the AWS endpoints on TCP 443 without "
             "TLS inspection, its DNS servers on port 53 and NTP on UDP 123 "
             "(a clock off by over 60 s also breaks activation), then "
             "activate again.",
+            body_preview=answer.preview,
             **evidence,
         )
     what = "redirected" if answer.location_host else "answered"

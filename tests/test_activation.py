@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
@@ -157,6 +157,23 @@ def test_internal_error_remedy_names_what_the_gateway_needs() -> None:
         assert need in outcome.remedy
 
 
+def test_internal_error_shows_the_body_without_the_key() -> None:
+    body = b"<h1>Internal Error</h1>\r\nkey " + KEY.encode() + b" not issued"
+    outcome = run_probe(answering(response("500 Internal Error", body)))
+    gist = r"<h1>Internal Error</h1>\r\nkey ABCD1" + "-*****" * 4 + " not issued"
+    assert outcome.reason is Reason.PROTOCOL_ERROR
+    assert f"(it said '{gist}')" in outcome.detail
+    assert outcome.evidence["body_preview"] == gist
+    assert "EFGH2" not in repr(outcome)
+
+
+def test_internal_error_in_a_redirect_has_no_body_to_show() -> None:
+    location = "Location: http://h/?errorMessage=Internal+Error"
+    outcome = run_probe(answering(response("302 Found", b"", location)))
+    assert outcome.detail.endswith("it cannot reach AWS itself")
+    assert outcome.evidence["body_preview"] == ""
+
+
 def test_silence_is_a_timeout() -> None:
     outcome = run_probe(silent, budget=0.3)
     assert outcome.reason is Reason.TIMEOUT
@@ -226,6 +243,40 @@ def test_read_answer(
     assert answer.key == key
     assert answer.location_host == location_host
     assert answer.internal_error is internal
+
+
+@pytest.mark.parametrize(
+    ("body", "preview"),
+    [
+        (b"", ""),
+        (b"Internal Error", "Internal Error"),
+        (b" \r\n\tInternal Error\r\n", "Internal Error"),
+        (b"\x00\xffinternal error\x1b[2J", r"\x00\xffinternal error\x1b[2J"),
+        (b"x" * 500, "x" * activation.PREVIEW_BYTES),
+        (KEY.encode(), "ABCD1-*****-*****-*****-*****"),
+        (b"k=" + KEY.lower().encode() + b".", "k=abcd1" + "-*****" * 4 + "."),
+        # Four groups are not a key; a longer run is masked whole.
+        (b"ABCD1-EFGH2-IJKL3-MNOP4", "ABCD1-EFGH2-IJKL3-MNOP4"),
+        (b"a-b-c-d-" + KEY.encode(), "a-*-*-*-*****-*****-*****-*****-*****"),
+        # A key cut by the preview's end is masked before the cut.
+        (b"e" * 70 + b" " + KEY.encode(), "e" * 70 + " ABCD1-***"),
+        # A group past 32 characters breaks the run where it starts.
+        (b"Y" * 40 + b"-" + KEY.encode(), "Y" * 40 + "-*****" * 5),
+    ],
+)
+def test_body_preview(body: bytes, preview: str) -> None:
+    assert activation.body_preview(body) == preview
+    answer = activation.read_answer(head("500 Oops"), body)
+    assert answer.preview == preview
+
+
+@given(st.binary(max_size=100), st.binary(max_size=100))
+def test_body_preview_never_shows_a_key(before: bytes, after: bytes) -> None:
+    assume(b"EFGH2" not in before + after)
+    preview = activation.body_preview(before + KEY.encode() + after)
+    assert "EFGH2" not in preview
+    assert len(preview) <= 4 * activation.PREVIEW_BYTES
+    assert all(" " <= char <= "~" for char in preview)
 
 
 def test_answer_repr_hides_the_key() -> None:
