@@ -158,6 +158,16 @@ def test_endpoint_names_per_region_and_bucket() -> None:
     )
 
 
+def test_default_ntp_servers_are_the_gateways_own() -> None:
+    assert load_endpoints().ntp_servers == (
+        "0.amazon.pool.ntp.org",
+        "1.amazon.pool.ntp.org",
+        "2.amazon.pool.ntp.org",
+        "3.amazon.pool.ntp.org",
+        "time.aws.com",
+    )
+
+
 def test_unknown_region_is_refused() -> None:
     with pytest.raises(RegionError, match="us-east1"):
         load_endpoints().names("control", "us-east1")
