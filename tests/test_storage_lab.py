@@ -9,11 +9,13 @@ runs them on the same lab and checks that both tools agree.
 from __future__ import annotations
 
 import json
+import re
 import xml.etree.ElementTree as ET
 from typing import Any
 
 import pytest
 
+from probes import smb
 from tests.lab import Lab
 from tests.lab import topology as t
 from tests.test_check_lab import check, one, results
@@ -224,6 +226,7 @@ def test_directory_faults(
 
 
 # nmap's scripts, run on the same lab, must agree wherever they decide.
+# Each test reads the script's XML output (nmap 7.93), not its text.
 
 
 def nmap(lab: Lab, *args: str) -> ET.Element:
@@ -232,57 +235,143 @@ def nmap(lab: Lab, *args: str) -> ET.Element:
     return ET.fromstring(done.stdout)
 
 
-def script_output(root: ET.Element, script: str) -> str:
-    found = [s.get("output", "") for s in root.iter("script") if s.get("id") == script]
-    assert found, f"nmap ran no {script}"
+def script(root: ET.Element, script_id: str) -> ET.Element:
+    found = [s for s in root.iter("script") if s.get("id") == script_id]
+    assert found, f"nmap ran no {script_id}"
     return found[0]
 
 
+def table(parent: ET.Element, key: str) -> ET.Element:
+    found = parent.find(f"table[@key='{key}']")
+    assert found is not None, f"no table {key!r} in {ET.tostring(parent)!r}"
+    return found
+
+
+def elem(parent: ET.Element, key: str) -> str:
+    found = parent.find(f"elem[@key='{key}']")
+    assert found is not None, f"no elem {key!r} in {ET.tostring(parent)!r}"
+    return found.text or ""
+
+
 def test_nmap_iscsi_info_agrees(lab: Lab) -> None:
+    # Not GATEWAY_CHAP: nmap's iscsi-info reports its target as "NOT
+    # required" after tgt rejects its login (see tests/lab/storage.py).
     root = nmap(lab, "-p", "3260", "--script", "iscsi-info", t.GATEWAY)
-    theirs = script_output(root, "iscsi-info")
+    theirs = {
+        target.get("key"): elem(target, "Address")
+        for target in script(root, "iscsi-info").findall("table")
+    }
     report = storage(lab, t.GATEWAY, "iscsi.target", gateway_type="volume")
     ours = one(report, "iscsi.target")["evidence"]["targets"]
-    assert ours
+    names = {target["name"] for target in ours}
+    assert names == set(theirs) == {t.ISCSI_TARGET}
     for target in ours:
-        assert target["name"] in theirs
+        assert theirs[target["name"]] in target["portals"], (target, theirs)
+
+
+def nmap_rpc_programs(found: ET.Element) -> set[tuple[int, int, str, int]]:
+    """rpcinfo's table as (prog, vers, proto, port) rows, IPv4 only.
+
+    Its tables are keyed by program, then by netid (tcp, udp, tcp6,
+    udp6, local), each with a version list and one port.
+    """
+    rows: set[tuple[int, int, str, int]] = set()
+    for program in found.findall("table"):
+        prog = int(program.get("key", ""))
+        for netid in program.findall("table"):
+            proto = netid.get("key", "")
+            if proto not in ("tcp", "udp"):
+                continue
+            port = int(elem(netid, "port"))
+            for vers in table(netid, "version").findall("elem"):
+                rows.add((prog, int(vers.text or ""), proto, port))
+    return rows
 
 
 def test_nmap_rpcinfo_agrees(lab: Lab) -> None:
     root = nmap(lab, "-p", "111", "--script", "rpcinfo", t.GATEWAY)
-    theirs = script_output(root, "rpcinfo")
-    report = storage(lab, t.GATEWAY, "file.nfs.portmapper-tcp", gateway_type="file")
-    evidence = one(report, "file.nfs.portmapper-tcp")["evidence"]
-    assert "100003" in theirs
-    assert "100005" in theirs
-    assert str(evidence["nfs_port"]) in theirs
-    assert str(evidence["mountd_port"]) in theirs
+    theirs = nmap_rpc_programs(script(root, "rpcinfo"))
+    rule = "file.nfs.portmapper-tcp"
+    evidence = one(storage(lab, t.GATEWAY, rule), rule)["evidence"]
+    rows = evidence["programs"]
+    ours = {(p["prog"], p["vers"], p["proto"], p["port"]) for p in rows}
+    # Portmap v2's DUMP carries only IPv4 TCP and UDP mappings; nmap's
+    # tcp6, udp6 and local rows come from rpcbind v3/v4 and are left out.
+    assert ours == theirs
+    assert (100003, 3, "tcp", evidence["nfs_port"]) in theirs
+    assert (100005, 3, "tcp", evidence["mountd_port"]) in theirs
 
 
-@pytest.mark.parametrize(
-    ("gateway", "smb1"), [(t.GATEWAY, False), (t.GATEWAY_SMB1, True)]
-)
-def test_nmap_smb_protocols_agrees(lab: Lab, gateway: str, smb1: bool) -> None:
-    root = nmap(lab, "-p", "445", "--script", "smb-protocols", gateway)
-    theirs = script_output(root, "smb-protocols")
-    report = storage(lab, gateway, "file.smb.smb-direct-tcp", gateway_type="file-smb")
-    evidence = one(report, "file.smb.smb-direct-tcp")["evidence"]
-    if smb1:
-        assert evidence["smb1_only"] is True
-        assert "NT LM 0.12" in theirs
-        assert ":0" not in theirs.replace("NT LM 0.12", "")
-    else:
-        # nmap writes 3.1.1 as 3:1:1 or 311 by version; ours is the
-        # highest it lists.
-        assert evidence["dialect"].replace(".", "") in theirs.replace(":", "")
+def nmap_smb_dialects(found: ET.Element) -> list[str]:
+    """smb-protocols' dialects, SMB2 and later named as ours ("3.1.1").
+
+    nmap 7.93 writes an SMB2 dialect as the hex digits of its revision
+    ("311" for 0x0311) and SMB1 as "NT LM 0.12 (SMBv1) [...]".
+    """
+    names: list[str] = []
+    for entry in table(found, "dialects").findall("elem"):
+        text = entry.text or ""
+        if re.fullmatch("[0-9a-f]{3}", text):
+            names.append(smb.dialect_name(int(text, 16)))
+        else:
+            names.append(text.split(" (", 1)[0])
+    return names
+
+
+def test_nmap_smb_protocols_agrees_on_smb2_and_later(lab: Lab) -> None:
+    root = nmap(lab, "-p", "445", "--script", "smb-protocols", t.GATEWAY)
+    theirs = nmap_smb_dialects(script(root, "smb-protocols"))
+    rule = "file.smb.smb-direct-tcp"
+    report = storage(lab, t.GATEWAY, rule, gateway_type="file-smb")
+    evidence = one(report, rule)["evidence"]
+    offered = [smb.dialect_name(d) for d in smb.OFFERED]
+    assert theirs and set(theirs) <= set(offered), theirs
+    # Our NEGOTIATE offers all of them, so the server picks the highest.
+    highest = max(theirs, key=offered.index)
+    assert evidence["dialect"] == highest == "3.1.1"
+
+
+def test_nmap_smb_protocols_agrees_on_smb1_only(lab: Lab) -> None:
+    root = nmap(lab, "-p", "445", "--script", "smb-protocols", t.GATEWAY_SMB1)
+    theirs = nmap_smb_dialects(script(root, "smb-protocols"))
+    rule = "file.smb.smb-direct-tcp"
+    report = storage(lab, t.GATEWAY_SMB1, rule, gateway_type="file-smb")
+    result = one(report, rule)
+    assert theirs == ["NT LM 0.12"]
+    assert result["status"] == "fail", result
+    assert result["evidence"]["smb1_only"] is True
+    assert result["evidence"]["smb1_dialect"] == theirs[0]
+
+
+NBSTAT_NAME = re.compile(r"  (\S.*?)<([0-9a-f]{2})>\s+Flags: (.*)")
+
+
+def nmap_netbios_names(found: ET.Element) -> set[tuple[str, bool]]:
+    """nbstat's names as ("NAME<xx>", group) pairs.
+
+    nbstat returns plain text (no XML table); it lists the names only
+    at verbosity 1 or more.
+    """
+    output = found.get("output", "")
+    assert "\nNames:\n" in output, output
+    return {
+        (f"{m[1]}<{m[2]}>", "<group>" in m[3])
+        for m in map(NBSTAT_NAME.fullmatch, output.splitlines())
+        if m
+    }
+
+
+def netbios_label(name: dict[str, Any]) -> str:
+    """Our evidence's name as nbstat writes it: "LABDC<20>"."""
+    return f"{name['name']}<{int(name['suffix'], 16):02x}>"
 
 
 def test_nmap_nbstat_agrees(lab: Lab) -> None:
-    root = nmap(lab, "-sU", "-p", "137", "--script", "nbstat", t.DC)
-    theirs = script_output(root, "nbstat")
+    root = nmap(lab, "-v", "-sU", "-p", "137", "--script", "nbstat", t.DC)
+    theirs = nmap_netbios_names(script(root, "nbstat"))
     report = check(lab, "--ad-server", t.DC, "--only", "file.ad.netbios-ns")
     names = one(report, "file.ad.netbios-ns")["evidence"]["names"]
-    assert names
-    for name in names:
-        if name["name"].isprintable():
-            assert name["name"].strip() in theirs
+    ours = {(netbios_label(n), n["group"]) for n in names}
+    assert ours == theirs
+    assert (f"{t.DC_NETBIOS_NAME}<20>", False) in ours
+    assert (f"{t.NETBIOS_WORKGROUP}<00>", True) in ours
