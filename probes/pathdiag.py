@@ -81,6 +81,7 @@ Limits:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import errno
 import importlib.util
 import ipaddress
@@ -90,6 +91,7 @@ import random
 import socket
 import struct
 import sys
+import threading
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -158,6 +160,9 @@ _READ_BATCH = 64
 # so a late answer to one diagnosis cannot reach another one.
 _QUARANTINE = 30.0
 _recent_ports: dict[tuple[int, int], float] = {}
+# The load of scapy, shared by every diagnosis in the process.
+_scapy_lock = threading.Lock()
+_scapy_load: concurrent.futures.Future[None] | None = None
 
 _PROHIBITED = {
     Unreach.NET_PROHIBITED,
@@ -977,14 +982,44 @@ async def _load_scapy(deadline: Deadline) -> bool:
     False when the deadline passed first."""
     if deadline.expired():
         return False
-    if "scapy.layers.inet" in sys.modules:
-        return True
     try:
         async with asyncio.timeout_at(deadline.when):
-            await asyncio.to_thread(inet)
+            await asyncio.wrap_future(_scapy_loading())
     except TimeoutError:
         return False
     return True
+
+
+def _scapy_loading() -> concurrent.futures.Future[None]:
+    """The one load of scapy, started by the first caller in any thread or
+    event loop, and awaited by every other.
+
+    A module is in ``sys.modules`` as soon as its import begins, so that
+    cannot say the load is over: a caller that believed it would go on to
+    wait for the import lock in the event loop.
+    """
+    global _scapy_load  # noqa: PLW0603 - one load for the whole process
+    with _scapy_lock:
+        if _scapy_load is None:
+            _scapy_load = concurrent.futures.Future()
+            # Running from the start, it cannot be cancelled: a caller
+            # whose deadline passes stops waiting, the load goes on.
+            _scapy_load.set_running_or_notify_cancel()
+            threading.Thread(
+                target=_load_into, args=(_scapy_load,), name="load-scapy"
+            ).start()
+        return _scapy_load
+
+
+def _load_into(done: concurrent.futures.Future[None]) -> None:
+    try:
+        inet()
+    except BaseException as exc:
+        # Whatever stopped the import is raised to every waiter, so none
+        # waits for ever.
+        done.set_exception(exc)
+    else:
+        done.set_result(None)
 
 
 async def _diagnose(

@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import textwrap
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any, cast
@@ -938,6 +939,86 @@ def test_import_does_not_load_scapy() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "none"
+
+
+# scapy.layers.inet takes half a second more to run here, with the GIL
+# released as a slow disk would: a caller that waited for the import in
+# the event loop stalls it that long. Callers join while the import runs.
+CONCURRENT_LOAD = textwrap.dedent(
+    """
+    import asyncio, importlib.abc, importlib.machinery, sys, time
+    from probes import pathdiag
+    from probes.base import Deadline
+
+    class Slow(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name != "scapy.layers.inet":
+                return None
+            spec = importlib.machinery.PathFinder.find_spec(name, path)
+            real = spec.loader
+
+            class Loader(importlib.abc.Loader):
+                def create_module(self, spec):
+                    return real.create_module(spec)
+
+                def exec_module(self, module):
+                    time.sleep(0.5)
+                    real.exec_module(module)
+
+            spec.loader = Loader()
+            return spec
+
+    sys.meta_path.insert(0, Slow())
+
+    async def diagnosis():
+        # What a diagnosis does: load, then build packets in the loop.
+        loaded = await pathdiag._load_scapy(Deadline.after(20))
+        pathdiag.inet()
+        return loaded
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        lag = 0.0
+        done = asyncio.Event()
+
+        async def tick():
+            nonlocal lag
+            while not done.is_set():
+                before = loop.time()
+                await asyncio.sleep(0.01)
+                lag = max(lag, loop.time() - before - 0.01)
+
+        ticker = asyncio.create_task(tick())
+        first = asyncio.create_task(diagnosis())
+        while "scapy.layers.inet" not in sys.modules:
+            await asyncio.sleep(0.01)
+        others = [asyncio.create_task(diagnosis()) for _ in range(4)]
+        loaded = await asyncio.gather(first, *others)
+        done.set()
+        await ticker
+        return lag, loaded
+
+    lag, loaded = asyncio.run(main())
+    # Another event loop finds the load done.
+    again = asyncio.run(pathdiag._load_scapy(Deadline(float("inf"))))
+    print(round(lag, 3), all(loaded) and again,
+          hasattr(sys.modules["scapy.layers.inet"], "IP"))
+    """
+)
+
+
+def test_concurrent_loads_never_block_the_event_loop() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", CONCURRENT_LOAD],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    lag, loaded, layers = done.stdout.split()
+    assert float(lag) < 0.25, done.stdout
+    assert (loaded, layers) == ("True", "True")
 
 
 def test_raw_capability_says_how_to_grant_it(monkeypatch: pytest.MonkeyPatch) -> None:
