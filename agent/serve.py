@@ -33,7 +33,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from agent.store import Store, target_of
+from agent.store import Store, StoreError, target_of
 
 _HEAD_LIMIT = 8192
 _HEAD_SECONDS = 5.0
@@ -195,7 +195,11 @@ class Pages:
         self._registry.register(WatchCollector(state))
 
     def answer(self, target: str) -> Response:
-        parts = urlsplit(target)
+        try:
+            parts = urlsplit(target)
+        except ValueError:
+            # A target such as "//[" reads as a broken IPv6 authority.
+            return _text(400, "bad request target\n")
         route: dict[str, Callable[[dict[str, list[str]]], Response]] = {
             "/metrics": self._metrics,
             "/healthz": self._healthz,
@@ -235,10 +239,24 @@ class Pages:
         limit_text = (query.get("limit") or ["100"])[0]
         if not rule:
             return _json(400, {"error": "give the rule: /history?rule=ID"})
-        if not limit_text.isdigit() or not 0 < int(limit_text) <= _HISTORY_LIMIT:
+        limit = _parse_limit(limit_text)
+        if limit is None:
             return _json(400, {"error": f"limit must be 1-{_HISTORY_LIMIT}"})
-        rows = self._store.history(rule, int(limit_text))
+        try:
+            rows = self._store.history(rule, limit)
+        except StoreError as exc:
+            _log.warning("serve.store_failed", error=str(exc))
+            return _json(503, {"error": "the store cannot be read"})
         return _json(200, {"rule": rule, "results": rows})
+
+
+def _parse_limit(text: str) -> int | None:
+    # isdigit alone lets through digits int() refuses, such as "²", and
+    # int() refuses over 4300 digits, which fit in a request head.
+    if not (text.isascii() and text.isdigit()) or len(text) > 9:
+        return None
+    limit = int(text)
+    return limit if 0 < limit <= _HISTORY_LIMIT else None
 
 
 def _json(status: int, body: Any) -> Response:

@@ -247,6 +247,14 @@ def test_http_rejects_junk_and_oversized_heads(tmp_path: Path) -> None:
         writer.close()
         return answer
 
+    history = f"/history?rule={NFS}"
+    targets = [
+        "//[",
+        f"{history}&limit=%C2%B2",
+        f"{history}&limit=\u00b2",
+        f"{history}&limit={'9' * 5000}",
+    ]
+
     async def scenario() -> list[bytes]:
         server = await serve(Pages(watch.state, store), "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
@@ -254,12 +262,22 @@ def test_http_rejects_junk_and_oversized_heads(tmp_path: Path) -> None:
             await send(port, b"\x16\x03\x01junk\r\n\r\n"),
             await send(port, b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\n\r\n"),
         ]
+        for target in targets:
+            head = f"GET {target} HTTP/1.1\r\n\r\n"
+            answers.append(await send(port, head.encode("latin-1")))
+        # A store that cannot be read is the watch's trouble, not the client's.
+        store.close()
+        request = f"GET {history} HTTP/1.1\r\n\r\n"
+        answers.append(await send(port, request.encode()))
         server.close()
         return answers
 
-    junk, huge = asyncio.run(scenario())
+    junk, huge, *bad_targets, no_store = asyncio.run(scenario())
     assert junk.startswith(b"HTTP/1.1 400")
     assert huge.startswith(b"HTTP/1.1 431")
+    for target, answer in zip(targets, bad_targets, strict=True):
+        assert answer.startswith(b"HTTP/1.1 400"), (target, answer)
+    assert no_store.startswith(b"HTTP/1.1 503")
 
 
 def open_descriptors() -> int:
