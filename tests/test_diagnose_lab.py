@@ -67,13 +67,23 @@ def test_prohibited_names_the_router(
     assert sender in found["summary"]
 
 
-def test_forged_reset_is_placed_after_the_router(multihop: MultiHopLab) -> None:
-    multihop.fault("r1", "reset", 443)
+@pytest.mark.parametrize(
+    ("router", "hop", "near"), [("r1", 1, m.R1_NEAR), ("r2", 2, m.R2_NEAR)]
+)
+def test_forged_reset_names_the_router(
+    multihop: MultiHopLab, router: str, hop: int, near: str
+) -> None:
+    multihop.fault(router, "reset", 443)
     _code, found = trace(multihop)
     assert found["syn"]["state"] == "closed"
-    # The reset claims to come from the far host, but it answered a probe
-    # that could not have gone past the first router.
-    assert m.R1_NEAR in found["summary"], found["summary"]
+    assert found["syn"]["from"] == m.GATEWAY
+    assert found["syn"]["hops_away"] == hop
+    # The reset claims to come from the far host, but its TTL says it was
+    # sent nearer, by the router the trace met at that hop.
+    assert found["trace"]["end"] == "refused"
+    assert hop_addresses(found)[hop - 1] == near
+    verdict = f"reset by hop {hop} ({near}) in the name of {m.GATEWAY}"
+    assert found["summary"] == f"{verdict}: a filter on the path"
 
 
 def test_udp_trace_reaches_the_closed_port(multihop: MultiHopLab) -> None:
