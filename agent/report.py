@@ -170,24 +170,38 @@ def write_atomic(path: Path, content: str | bytes) -> None:
     The new file keeps the mode of the one it replaces; a first one gets
     the mode ``open`` would give it under the umask, not mkstemp's 0600,
     so that a report written in a container can be read on its host.
+    Where the file system refuses chmod, the report keeps mkstemp's mode.
     """
     folder = path.parent if str(path.parent) else Path()
+    data = content.encode() if isinstance(content, str) else content
     mode = _report_mode(path)
     handle, temporary = tempfile.mkstemp(
         prefix=f".{path.name}.", suffix=".tmp", dir=folder
     )
     try:
-        os.fchmod(handle, mode)
-        data = content.encode() if isinstance(content, str) else content
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
+        _fill(handle, data, mode)
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
+
+
+def _fill(handle: int, data: bytes, mode: int) -> None:
+    """Write ``data`` to the file open as ``handle``, durably; close it."""
+    try:
+        stream = os.fdopen(handle, "wb")
+    except BaseException:
+        os.close(handle)
+        raise
+    with stream:
+        # Some file systems (vfat, some network mounts) refuse chmod; a
+        # report with mkstemp's 0600 is better than no report.
+        with contextlib.suppress(OSError):
+            os.fchmod(stream.fileno(), mode)
+        stream.write(data)
+        stream.flush()
+        os.fsync(stream.fileno())
 
 
 def _report_mode(path: Path) -> int:

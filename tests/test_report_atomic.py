@@ -1,10 +1,11 @@
 """An interrupted report write leaves the old file or the whole new one.
 
 :func:`agent.report.write_atomic` is made to fail at each step (the
-write, the fsync, the rename), with ENOSPC and with KeyboardInterrupt,
-and on a real 64 KiB tmpfs that is full; each time the file named is
-the previous report, byte for byte (or absent if there was none), and
-no temporary file is left behind. ``check --output`` on a full disk
+open, the write, the fsync, the rename), with ENOSPC and with
+KeyboardInterrupt, and on a real 64 KiB tmpfs that is full; each time
+the file named is the previous report, byte for byte (or absent if
+there was none), and no temporary file or descriptor is left behind.
+A refused chmod is not a failure: the report is still written. ``check --output`` on a full disk
 still prints the report, then one line of error, and exits with 2.
 
 The tmpfs tests need root (``mount``); they are skipped without it.
@@ -140,6 +141,39 @@ def test_a_replaced_report_keeps_its_mode(previous: Path) -> None:
     previous.chmod(0o640)
     write_atomic(previous, NEW)
     assert stat.S_IMODE(previous.stat().st_mode) == 0o640
+
+
+def open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_a_file_system_refusing_chmod_still_gets_the_whole_report(
+    previous: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(_fd: int, _mode: int) -> None:
+        raise PermissionError(errno.EPERM, os.strerror(errno.EPERM))
+
+    monkeypatch.setattr(report.os, "fchmod", refuse)
+    before = open_descriptors()
+    write_atomic(previous, NEW)
+    assert previous.read_text(encoding="utf-8") == NEW
+    assert left_in(previous.parent) == ["report.json"]
+    assert open_descriptors() == before
+
+
+def test_a_failed_open_closes_the_descriptor_and_removes_the_file(
+    previous: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fail(*_args: object, **_kwargs: object) -> None:
+        raise MemoryError
+
+    monkeypatch.setattr(report.os, "fdopen", fail)
+    before = open_descriptors()
+    with pytest.raises(MemoryError):
+        write_atomic(previous, NEW)
+    assert previous.read_text(encoding="utf-8") == OLD
+    assert left_in(previous.parent) == ["report.json"]
+    assert open_descriptors() == before
 
 
 # On a real file system that is full.
