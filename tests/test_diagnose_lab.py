@@ -102,6 +102,21 @@ def test_mtu_black_hole_is_found_with_its_size(multihop: MultiHopLab) -> None:
     assert "1400" in found["summary"]
 
 
+def test_tcp_black_hole_is_found_with_its_size(multihop: MultiHopLab) -> None:
+    # Behind r1 neither end sees the small link, so TCP data would stall;
+    # SYNs carrying data find the size.
+    multihop.set_mtu("r1", 1400, block_frag_needed=True)
+    _code, found = trace(multihop)
+    assert found["syn"]["state"] == "open"
+    mtu = found["mtu"]
+    assert mtu["black_hole"] is True, mtu
+    assert mtu["largest"] == 1400
+    assert mtu["frag_needed_from"] is None
+    above = {one["result"] for one in mtu["tried"] if one["size"] > 1400}
+    assert above == {"lost"}, mtu
+    assert found["summary"] == "path MTU 1400, black hole above it"
+
+
 def test_mtu_with_frag_needed_names_the_router(multihop: MultiHopLab) -> None:
     multihop.set_mtu("r2", 1280, block_frag_needed=False)
     _code, found = trace(multihop, 123, "--udp")
