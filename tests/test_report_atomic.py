@@ -5,8 +5,9 @@ open, the write, the fsync, the rename), with ENOSPC and with
 KeyboardInterrupt, and on a real 64 KiB tmpfs that is full; each time
 the file named is the previous report, byte for byte (or absent if
 there was none), and no temporary file or descriptor is left behind.
-A refused chmod is not a failure: the report is still written. ``check --output`` on a full disk
-still prints the report, then one line of error, and exits with 2.
+A refused chmod is not a failure: the report is still written.
+``check --output`` on a full disk still prints the report, then one
+line of error, and exits with 2.
 
 The tmpfs tests need root (``mount``); they are skipped without it.
 """
