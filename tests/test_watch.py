@@ -20,7 +20,7 @@ import pytest
 import structlog
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.cli import main
+from agent.cli import build_parser, main
 from agent.report import Result, Run, build_report, now
 from agent.serve import Pages, WatchState, serve
 from agent.store import Change, Retention, Store
@@ -359,7 +359,7 @@ def test_watch_command_runs_bounded_rounds(
         (["--listen", "9877"], "--listen: '9877': give the address"),
         (["--listen", "host name:1"], "is not a host name"),
         (["--state-dir", "/proc/1/nope"], "--state-dir /proc/1/nope"),
-        (["--format", "junit"], "--format junit: a watch prints"),
+        (["--format", "junit"], "--format: invalid choice: 'junit'"),
         (["--keep-days", "0"], "--keep-days: '0' is not a number of days"),
         (["--keep-days", "7d"], "--keep-days: '7d' is not a number of days"),
         (["--keep-rounds", "-1"], "--keep-rounds: '-1' is not a whole number"),
@@ -372,6 +372,18 @@ def test_watch_bad_input_is_one_line(
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err
+    assert err.count("\n") == 1
+
+
+def test_a_junit_format_variable_is_for_check_not_watch(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SGW_REACH_FORMAT", "junit")
+    required = ["--type", "file", "--region", "us-east-1"]
+    assert build_parser().parse_args(["check", *required]).format == "junit"
+    assert main(["watch", *required]) == 2
+    err = capsys.readouterr().err
+    assert "SGW_REACH_FORMAT=junit: a watch prints" in err
     assert err.count("\n") == 1
 
 
