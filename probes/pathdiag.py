@@ -308,12 +308,16 @@ def wanted(data: bytes, flow: Flow) -> bool:
 
 
 def decode(data: bytes) -> Any | None:
-    """The packet as scapy layers, or None when its header is cut short."""
+    """The packet as scapy layers, or None when scapy cannot dissect it."""
+    layers = inet()
+    from scapy.error import Scapy_Exception  # noqa: PLC0415 - with inet()
+
     try:
-        return inet().IP(data)
-    except (struct.error, ValueError):
-        # scapy raises on a truncated IP header; a stray packet must not
-        # stop a diagnosis.
+        return layers.IP(data)
+    except (struct.error, ValueError, Scapy_Exception):
+        # scapy raises on a truncated IP header, and on a header with more
+        # options than its list limit; a stray packet on the raw socket
+        # must not stop a diagnosis.
         return None
 
 

@@ -318,6 +318,18 @@ def test_decode_and_classify_take_any_bytes(data: bytes) -> None:
             pathdiag.classify(packet, flow, SENT)
 
 
+def test_a_packet_scapy_refuses_is_not_decoded() -> None:
+    # Found by the coverage-guided fuzzing: a header whose dissection
+    # goes past scapy's limit of list items, which scapy answers with an
+    # error of its own rather than ValueError.
+    packet = (
+        bytes.fromhex("116011000000000000858585858560")
+        + bytes(117)
+        + bytes.fromhex("8585858582")
+    )
+    assert pathdiag.decode(packet) is None
+
+
 @given(st.binary(min_size=8, max_size=60))
 def test_classify_takes_any_quote(quote: bytes) -> None:
     packet = wire(IP(src=ROUTER, dst=SOURCE) / ICMP(type=11) / (b"\x45" + quote))

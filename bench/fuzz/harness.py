@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from probes import (
     activation,
     ber,
+    dns,
     http,
     icmp,
     iscsi,
@@ -22,10 +23,12 @@ from probes import (
     netbios,
     ntp,
     oncrpc,
+    pathdiag,
     smb,
     ssh,
     tls,
 )
+from probes.base import Transport
 
 MAX_LEN = 4096
 """The longest input fuzzed."""
@@ -139,6 +142,33 @@ def ldap_feed(data: bytes) -> None:
         ldap.root_dse_facts(message.body)
 
 
+_QUERY = dns.make_query("anon-cp.storagegateway.us-east-1.amazonaws.com")
+# The answers a raw socket may hand the path diagnostics: to a TCP probe
+# of 443 and a UDP probe of 123, from 10.0.0.1 toward 10.0.0.2.
+_FLOWS = (
+    pathdiag.Flow("10.0.0.1", "10.0.0.2", 443, Transport.TCP),
+    pathdiag.Flow("10.0.0.1", "10.0.0.2", 123, Transport.UDP),
+)
+_SENT = {40000: pathdiag.Sent(40000, seq=1000, data_len=0)}
+
+
+def dns_feed(data: bytes) -> None:
+    # Our own checks around dnspython's decoder: the id and QR test, and
+    # the mapping of every decoder failure to the probe's error.
+    dns.looks_like_reply(_QUERY, data)
+    dns.read_answer(_QUERY, data)
+
+
+def pathdiag_feed(data: bytes) -> None:
+    # Stray packets on a raw socket: none may stop a diagnosis, so
+    # nothing at all may escape here.
+    packet = pathdiag.decode(data)
+    for flow in _FLOWS:
+        pathdiag.wanted(data, flow)
+        if packet is not None:
+            pathdiag.classify(packet, flow, _SENT)
+
+
 def icmp_feed(data: bytes) -> None:
     report = icmp.parse_extended_err(data)
     report.describe()
@@ -157,4 +187,6 @@ TARGETS: dict[str, Target] = {
     "ber": Target(ber_feed, (ber.BerError,)),
     "ldap": Target(ldap_feed, (ldap.LdapError,)),
     "icmp": Target(icmp_feed, (icmp.IcmpError,)),
+    "dns": Target(dns_feed, (dns.DnsError,)),
+    "pathdiag": Target(pathdiag_feed, ()),
 }

@@ -12,9 +12,8 @@ inputs run per parser, the time taken and the crashes found. Exit code
 0 when no parser crashed.
 
 The probes' modules are instrumented for coverage; the libraries under
-them (dnspython, cryptography, ntplib) are not, since their own
-fuzzing is theirs. DNS answers are parsed by dnspython alone, so DNS has
-no target here. Not part of the test suite: it needs atheris
+them (dnspython, cryptography, ntplib, scapy) are not, since their own
+fuzzing is theirs. Not part of the test suite: it needs atheris
 (``pip install atheris``) and takes minutes.
 """
 
@@ -50,6 +49,8 @@ NAMES = (
     "ber",
     "ldap",
     "icmp",
+    "dns",
+    "pathdiag",
 )
 
 
