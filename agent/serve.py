@@ -54,6 +54,9 @@ class WatchState:
     failures: int = 0
     last_success: dict[tuple[str, str, int], float] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
+    # The event loop's tasks once the last round ended: a count that grows
+    # round by round is a leak a long watch would die of.
+    tasks: int = 0
 
     def record(self, report: dict[str, Any]) -> None:
         """Take in a finished round's report."""
@@ -98,6 +101,11 @@ class WatchCollector(Collector):
             "sgw_reach_round_failures",
             "Rounds that broke off with an error instead of a report.",
             value=state.failures,
+        )
+        yield GaugeMetricFamily(
+            "sgw_reach_tasks",
+            "The watch's asyncio tasks alive when the last round ended.",
+            value=state.tasks,
         )
         yield GaugeMetricFamily(
             "sgw_reach_watch_start_timestamp_seconds",

@@ -164,6 +164,7 @@ class Watch:
             if not await self._round():
                 break
             finished += 1
+            self.state.tasks = len(asyncio.all_tasks())
             if schedule.rounds is not None and finished >= schedule.rounds:
                 break
             elapsed = loop.time() - started

@@ -21,6 +21,7 @@ METRICS = {
     "sgw_reach_round_overruns_total",
     "sgw_reach_round_failures_total",
     "sgw_reach_watch_start_timestamp_seconds",
+    "sgw_reach_tasks",
     "sgw_reach_round_duration_seconds",
     "sgw_reach_last_round_timestamp_seconds",
 }

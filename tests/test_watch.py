@@ -212,6 +212,7 @@ def test_pages_over_http(tmp_path: Path) -> None:
     assert values[key("sgw_reach_round_overruns_total")] == 0
     assert values[key("sgw_reach_round_failures_total")] == 0
     assert key("sgw_reach_watch_start_timestamp_seconds") in values
+    assert values[key("sgw_reach_tasks")] >= 1
     assert key("sgw_reach_round_duration_seconds") in values
     assert key("sgw_reach_last_round_timestamp_seconds") in values
     assert json.loads(got["/report"][1])["summary"]["verdict"] == "fail"

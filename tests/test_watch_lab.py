@@ -231,7 +231,7 @@ def test_a_long_watch_with_faults_on_and_off_stays_flat(
     lab: Lab, tmp_path: Path
 ) -> None:
     """A soak: hundreds of rounds while a fault comes and goes every 40;
-    descriptors, threads and resident memory stay flat."""
+    descriptors, threads, asyncio tasks and resident memory stay flat."""
     state = tmp_path / "state"
     argv = watch_argv(
         lab,
@@ -251,8 +251,9 @@ def test_a_long_watch_with_faults_on_and_off_stays_flat(
     with watching(lab, argv, tmp_path) as process:
         for number, rounds in enumerate(range(20, 341, 40)):
             wait_for_rounds(process, state, rounds)
-            assert get(lab, "/metrics")[0] == 200
-            samples.append(_usage(process.pid))
+            status, metrics = get(lab, "/metrics")
+            assert status == 200
+            samples.append({**_usage(process.pid), "tasks": _tasks(metrics)})
             if number % 2 == 0:
                 lab.fault("reset", t.GATEWAY, 3260)
             else:
@@ -269,10 +270,22 @@ def test_a_long_watch_with_faults_on_and_off_stays_flat(
     # of even one descriptor a round would add hundreds.
     assert max(fds) - min(fds) <= 4, fds
     assert max(threads) - min(threads) <= 4, threads
+    # Counted as each round ends: the watch's own tasks, the same every
+    # round; one left behind a round would add hundreds.
+    tasks = [sample["tasks"] for sample in samples]
+    assert max(tasks) - min(tasks) <= 2, tasks
     # Memory settles after the first rounds (imports, caches); a leak of
     # a report a round would pass this bound over these 300 rounds.
     rss = [sample["rss_kib"] for sample in samples[2:]]
     assert max(rss) - rss[0] < 16 * 1024, rss
+
+
+def _tasks(metrics: str) -> int:
+    """The watch's asyncio task count from its metrics page."""
+    for line in metrics.splitlines():
+        if line.startswith("sgw_reach_tasks "):
+            return int(float(line.split()[1]))
+    raise AssertionError("no sgw_reach_tasks in the metrics")
 
 
 def _usage(pid: int) -> dict[str, int]:
