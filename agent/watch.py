@@ -302,10 +302,12 @@ async def _main(
         Retention(args.keep_days, args.keep_rounds),
         lambda report, changes: _emit(args, report, changes, sys.stdout),
     )
-    server = await _listen(args, watch, store)
+    # The handlers go in first, so a stop during start-up already ends
+    # the watch as one during a round does.
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, _stopper(watch, signum))
+    server = await _listen(args, watch, store)
     try:
         await watch.run(Schedule(args.every, args.rounds))
     finally:

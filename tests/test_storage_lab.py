@@ -179,6 +179,7 @@ def test_ssh_on_ldap_ports_is_wrong_protocol(lab: Lab) -> None:
         result = one(report, rule)
         assert result["status"] == "warn"
         assert result["reason"] == "wrong-protocol", result
+        assert "SSH-" in json.dumps(result["evidence"]), result
 
 
 @pytest.mark.parametrize(
