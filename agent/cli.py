@@ -102,11 +102,11 @@ def _add_watch_command(commands: Any, common: argparse.ArgumentParser) -> None:
         help="check on a schedule, keep the history, serve metrics",
         parents=[common],
     )
-    add_check_arguments(parser, omit=("--format",))
+    add_check_arguments(parser)
     watch.add_arguments(parser)
     # Again, for the options only a watch has (SGW_REACH_EVERY,
     # SGW_REACH_LISTEN...); the check's take the same values twice.
-    watch.apply_environment(parser, os.environ)
+    environ.apply_environment(parser, os.environ)
 
 
 def add_check_arguments(

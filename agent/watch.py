@@ -24,7 +24,7 @@ import json
 import random
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,7 +33,7 @@ from typing import Any, TextIO
 
 import structlog
 
-from agent import environ, inputs
+from agent import inputs
 from agent.errors import UsageError
 from agent.logs import FileSink, configure
 from agent.report import Result, Run, build_report, now, write_atomic
@@ -41,10 +41,6 @@ from agent.serve import Pages, WatchState, epoch, serve
 from agent.store import Change, Retention, Store, StoreError, default_state_dir
 
 LOG_FILE = "agent.log"
-# No JUnit: that is one run's report, and a watch prints one line (or one
-# JSON report) per round; `sgw-reach report --format junit` converts one.
-FORMATS = ("table", "json")
-_FORMAT_VARIABLE = environ.PREFIX + "FORMAT"
 _JITTER_SHARE = 0.1
 _JITTER_CAP = 30.0
 _log = structlog.get_logger("sgw_reach.watch")
@@ -79,30 +75,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=inputs.listen_address,
         help="serve /metrics, /healthz, /report and /history over HTTP",
     )
-    add(
-        "--format",
-        choices=FORMATS,
-        default="table",
-        help="print a line per round (table) or the round's JSON report",
-    )
-
-
-def apply_environment(
-    parser: argparse.ArgumentParser, variables: Mapping[str, str]
-) -> None:
-    """Take the SGW_REACH_* variables as defaults of a watch's options.
-
-    SGW_REACH_FORMAT=junit is right for check; checked against a watch's
-    choices here, it would stop every command as the parser is built.
-    It is kept as the default instead, and :func:`run` refuses it.
-    """
-    junit = variables.get(_FORMAT_VARIABLE, "").strip() == "junit"
-    kept = dict(variables)
-    if junit:
-        del kept[_FORMAT_VARIABLE]
-    environ.apply_environment(parser, kept)
-    if junit:
-        parser.set_defaults(format="junit")
 
 
 @dataclass(frozen=True)
@@ -262,11 +234,10 @@ def run(
 ) -> int:
     """Start the watch from parsed options, logging at ``level``;
     ``prepare`` validates the check and returns a runner of one round."""
-    if args.format not in FORMATS:
+    if args.format == "junit":
         raise UsageError(
-            f"{_FORMAT_VARIABLE}={args.format}: a watch prints a line or a"
-            " JSON report per round; `sgw-reach report --format junit`"
-            " converts a saved one"
+            "--format junit: a watch prints a line or a JSON report per "
+            "round; `sgw-reach report --format junit` converts a saved one"
         )
     state_dir = args.state_dir or default_state_dir()
     try:
