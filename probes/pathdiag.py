@@ -315,9 +315,10 @@ def decode(data: bytes) -> Any | None:
     try:
         return layers.IP(data)
     except (struct.error, ValueError, Scapy_Exception):
-        # scapy raises on a truncated IP header, and on a header with more
-        # options than its list limit; a stray packet on the raw socket
-        # must not stop a diagnosis.
+        # scapy raises ValueError or struct.error on a truncated header,
+        # and its own error on a packet past its dissection limits (too
+        # many list items); a stray packet on the raw socket must not stop
+        # a diagnosis.
         return None
 
 
